@@ -1,0 +1,83 @@
+"""Calling a dispatcher's event handlers with asyncore's error contract.
+
+These are asyncore's public ``read``, ``write``, ``_exception`` and ``readwrite``:
+programs that run their own poller call them directly, and the driver calls them
+for every event it dispatches.  A handler's exception goes to the object's
+``handle_error()`` while the exception is still being handled (so a bare ``raise``
+inside ``handle_error`` re-raises it); the exceptions in :data:`RERAISED` and
+anything ``handle_error`` itself raises propagate.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Any
+
+from ._errors import DISCONNECTED, RERAISED
+
+__all__ = ["POLL_CLOSE", "POLLIN", "POLLOUT", "POLLPRI", "_exception", "read", "readwrite", "write"]
+
+# Linux values; select.POLL* may be missing on platforms without poll().
+POLLIN: int = getattr(select, "POLLIN", 0x001)
+POLLPRI: int = getattr(select, "POLLPRI", 0x002)
+POLLOUT: int = getattr(select, "POLLOUT", 0x004)
+POLL_CLOSE: int = (
+    getattr(select, "POLLERR", 0x008) | getattr(select, "POLLHUP", 0x010) | getattr(select, "POLLNVAL", 0x020)
+)
+"""Poll flags that make ``readwrite`` call ``handle_close()``."""
+
+
+def read(obj: Any) -> None:
+    """Call ``obj.handle_read_event()``; a failure goes to ``obj.handle_error()``."""
+    try:
+        obj.handle_read_event()
+    except RERAISED:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def write(obj: Any) -> None:
+    """Call ``obj.handle_write_event()``; a failure goes to ``obj.handle_error()``."""
+    try:
+        obj.handle_write_event()
+    except RERAISED:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def _exception(obj: Any) -> None:
+    """Call ``obj.handle_expt_event()``; a failure goes to ``obj.handle_error()``."""
+    try:
+        obj.handle_expt_event()
+    except RERAISED:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def readwrite(obj: Any, flags: int) -> None:
+    """Dispatch one ``poll()`` result: read, write, priority, then close, in that order.
+
+    ``flags`` are raw ``select.POLL*`` bits.  An ``OSError`` whose errno means
+    "disconnected" becomes ``handle_close()``; any other failure ``handle_error()``.
+    """
+    try:
+        if flags & POLLIN:
+            obj.handle_read_event()
+        if flags & POLLOUT:
+            obj.handle_write_event()
+        if flags & POLLPRI:
+            obj.handle_expt_event()
+        if flags & POLL_CLOSE:
+            obj.handle_close()
+    except OSError as exc:
+        if exc.errno in DISCONNECTED:
+            obj.handle_close()
+        else:
+            obj.handle_error()
+    except RERAISED:
+        raise
+    except BaseException:
+        obj.handle_error()

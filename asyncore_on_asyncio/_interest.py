@@ -1,0 +1,313 @@
+"""Per-fd registrations with one asyncio event loop: the only caller of add_/remove_reader/writer.
+
+Theory of operation
+-------------------
+asyncore asks every dispatcher ``readable()`` and ``writable()`` before each wait
+and hands the answers to ``select()``.  On asyncio the equivalent is a set of
+``add_reader``/``add_writer`` registrations, and re-registering every fd on every
+cycle would cost two syscalls per dispatcher per cycle.  So this module keeps,
+per event loop, one :class:`Registration` per integer fd and applies only the
+*difference* between what was registered and what is wanted now: an fd whose
+interest did not change costs nothing.
+
+A registration remembers the object and the socket object it was made for.  If
+the map now holds another object, or the dispatcher another socket, under the
+same fd number, the old fd was closed behind our back and the number reused: the
+kernel has already forgotten the old registration, so we drop ours and register
+afresh instead of trusting a stale one.
+
+Readiness callbacks only record what is ready in the owner (one map's driver) and
+wake it; they never call user code, so nothing can be raised into asyncio's
+exception handler.  If an owner is not waiting (its ``loop()`` returned), a
+callback parks the registration: it is removed and re-made by the owner's next
+cycle, so a level-triggered fd of an idle map cannot turn another map's waits
+into a busy loop.
+
+Two kinds of fd cannot be registered.  Regular files (``add_reader`` fails with
+EPERM under epoll and libuv) are *always ready*, as ``select()`` reports them.  An
+fd that is already closed (EBADF) is reported as *invalid*, like ``POLLNVAL``.
+
+asyncio has no event for urgent (out-of-band) TCP data, which ``select()`` reports
+in its exceptional set.  On Linux a private epoll object watches EPOLLPRI
+(edge-triggered, re-armed after each delivery so a pending urgent byte is reported
+every cycle, as with ``select()``); its own fd is registered with the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+__all__ = ["INVALID", "PRIORITY", "READ", "WRITE", "Owner", "Registration", "Registry"]
+
+READ: Final = 1
+WRITE: Final = 2
+PRIORITY: Final = 4
+INVALID: Final = 8
+
+
+class Owner(Protocol):
+    """What the registry needs from the driver of one map on one loop."""
+
+    waiting: bool
+    ready: dict[int, int]
+    registered: dict[int, Registration]
+
+    def wake(self) -> None: ...
+
+
+class Registration:
+    """What is registered for one fd, and for which object and socket."""
+
+    __slots__ = (
+        "always_ready",
+        "fd",
+        "invalid",
+        "obj",
+        "owner",
+        "priority",
+        "reading",
+        "sock",
+        "writing",
+    )
+
+    def __init__(self, fd: int, obj: object, sock: object, owner: Owner) -> None:
+        self.fd = fd
+        self.obj = obj
+        self.sock = sock
+        self.owner = owner
+        self.reading = False
+        self.writing = False
+        self.priority = False
+        self.always_ready = False
+        self.invalid = False
+
+
+class _PriorityWatch:
+    """An epoll object reporting EPOLLPRI (urgent data) for the fds added to it."""
+
+    _FLAGS: Final = getattr(select, "EPOLLPRI", 0) | getattr(select, "EPOLLET", 0)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_priority: Callable[[int], None]) -> None:
+        self._epoll = select.epoll()
+        self._loop = loop
+        self._on_priority = on_priority
+        loop.add_reader(self._epoll.fileno(), self._drain)
+
+    def add(self, fd: int) -> None:
+        try:
+            self._epoll.register(fd, self._FLAGS)
+        except FileExistsError:
+            self._epoll.modify(fd, self._FLAGS)
+        except OSError:
+            # EPERM (regular file) or EBADF: such an fd has no urgent data to report.
+            pass
+
+    def rearm(self, fd: int) -> None:
+        """Report urgent data again if it is still pending (level semantics on top of ET)."""
+        try:
+            self._epoll.modify(fd, self._FLAGS)
+        except OSError:
+            # The fd was closed since: nothing left to watch.
+            pass
+
+    def remove(self, fd: int) -> None:
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            # Closed (EBADF) or closed and reused (ENOENT): the kernel already forgot it.
+            pass
+
+    def _drain(self) -> None:
+        for fd, events in self._epoll.poll(0):
+            if events & select.EPOLLPRI:
+                self._on_priority(fd)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+
+
+class Registry:
+    """Registrations of one asyncio event loop, diffed against what owners want."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._registrations: dict[int, Registration] = {}
+        self._priority: _PriorityWatch | None = None
+        self._rearm: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._registrations)
+
+    def registration(self, fd: int) -> Registration | None:
+        return self._registrations.get(fd)
+
+    def sync(
+        self,
+        owner: Owner,
+        wanted: list[tuple[Any, int, object, object, int]],
+    ) -> None:
+        """Make ``owner``'s registrations match ``wanted``: (map key, fd, object, socket, events).
+
+        ``events`` is READ|WRITE|PRIORITY, or INVALID for a socket known to be closed.
+
+        An fd of ``owner`` that is not in ``wanted`` is unregistered.  Readiness that
+        needs no wait (regular files, invalid fds) is put in ``owner.ready`` at once.
+        """
+        registrations = self._registrations
+        stale = owner.registered
+        current: dict[int, Registration] = {}
+        for _, fd, obj, sock, events in wanted:
+            reg = registrations.get(fd)
+            if reg is not None and (reg.obj is not obj or reg.sock is not sock or reg.owner is not owner):
+                self._drop(reg)
+                reg = None
+            if reg is None:
+                reg = Registration(fd, obj, sock, owner)
+                registrations[fd] = reg
+            else:
+                stale.pop(fd, None)
+            current[fd] = reg
+            self._apply(reg, events)
+        for reg in stale.values():
+            self._drop(reg)
+        owner.registered = current
+
+    def release(self, owner: Owner) -> None:
+        """Unregister every fd of ``owner``."""
+        for reg in list(owner.registered.values()):
+            self._drop(reg)
+        owner.registered = {}
+
+    def forget(self, fd: int, obj: object) -> None:
+        """Unregister ``fd`` if it is registered for ``obj`` (called before the fd is closed)."""
+        reg = self._registrations.get(fd)
+        if reg is not None and reg.obj is obj:
+            self._drop(reg)
+            reg.owner.registered.pop(fd, None)
+            reg.owner.wake()
+
+    def close(self) -> None:
+        """Unregister everything (the loop is about to be closed)."""
+        for reg in list(self._registrations.values()):
+            self._drop(reg)
+            reg.owner.registered.pop(reg.fd, None)
+        if self._priority is not None:
+            self._priority.close()
+            self._priority = None
+
+    # -- applying a diff ------------------------------------------------------------------
+
+    def _apply(self, reg: Registration, events: int) -> None:
+        if events & INVALID or reg.invalid:
+            self._unregister(reg)
+            reg.owner.ready[reg.fd] = INVALID
+            return
+        if reg.always_ready:
+            ready = events & (READ | WRITE)
+            if ready:
+                reg.owner.ready[reg.fd] = reg.owner.ready.get(reg.fd, 0) | ready
+            return
+        fd = reg.fd
+        loop = self.loop
+        try:
+            want = bool(events & READ)
+            if want != reg.reading:
+                if want:
+                    loop.add_reader(fd, self._on_readable, reg)
+                else:
+                    loop.remove_reader(fd)
+                reg.reading = want
+            want = bool(events & WRITE)
+            if want != reg.writing:
+                if want:
+                    loop.add_writer(fd, self._on_writable, reg)
+                else:
+                    loop.remove_writer(fd)
+                reg.writing = want
+        except PermissionError:
+            # EPERM: a regular file, which select() reports as always ready.
+            self._unregister(reg)
+            reg.always_ready = True
+            self._apply(reg, events)
+            return
+        except OSError:
+            # EBADF and kin: the fd is closed; report it as poll() reports POLLNVAL.
+            self._unregister(reg)
+            reg.invalid = True
+            reg.owner.ready[fd] = INVALID
+            return
+        want = bool(events & PRIORITY)
+        if want != reg.priority:
+            watch = self._priority_watch()
+            if watch is not None:
+                if want:
+                    watch.add(fd)
+                else:
+                    watch.remove(fd)
+                reg.priority = want
+        elif want and fd in self._rearm:
+            self._rearm.discard(fd)
+            watch = self._priority
+            if watch is not None:
+                watch.rearm(fd)
+
+    def _priority_watch(self) -> _PriorityWatch | None:
+        if self._priority is None and hasattr(select, "epoll"):
+            self._priority = _PriorityWatch(self.loop, self._on_priority)
+        return self._priority
+
+    def _unregister(self, reg: Registration) -> None:
+        """Remove the OS-level registrations of ``reg``, keeping the record."""
+        fd = reg.fd
+        if reg.reading:
+            reg.reading = False
+            self._remove(self.loop.remove_reader, fd)
+        if reg.writing:
+            reg.writing = False
+            self._remove(self.loop.remove_writer, fd)
+        if reg.priority:
+            reg.priority = False
+            self._rearm.discard(fd)
+            if self._priority is not None:
+                self._priority.remove(fd)
+
+    @staticmethod
+    def _remove(remove: Callable[[int], Any], fd: int) -> None:
+        try:
+            remove(fd)
+        except OSError:
+            # The fd was closed behind our back; the selector has forgotten it already.
+            pass
+
+    def _drop(self, reg: Registration) -> None:
+        self._unregister(reg)
+        if self._registrations.get(reg.fd) is reg:
+            del self._registrations[reg.fd]
+
+    # -- readiness callbacks (run inside the event loop; never call user code) -------------
+
+    def _deliver(self, reg: Registration, event: int) -> None:
+        owner = reg.owner
+        if owner.waiting:
+            ready = owner.ready
+            ready[reg.fd] = ready.get(reg.fd, 0) | event
+            owner.wake()
+        else:
+            # Nobody is waiting for this map: park until its next cycle re-registers.
+            self._unregister(reg)
+
+    def _on_readable(self, reg: Registration) -> None:
+        self._deliver(reg, READ)
+
+    def _on_writable(self, reg: Registration) -> None:
+        self._deliver(reg, WRITE)
+
+    def _on_priority(self, fd: int) -> None:
+        reg = self._registrations.get(fd)
+        if reg is not None and reg.priority:
+            self._rearm.add(fd)
+            self._deliver(reg, PRIORITY)

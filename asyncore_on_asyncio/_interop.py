@@ -1,0 +1,153 @@
+"""Bridges between dispatchers and coroutines on the same event loop.
+
+* :func:`spawn` starts a coroutine from a handler; its failure is not lost: it
+  goes to a dispatcher's ``handle_error()`` or out of the running ``loop()``.
+* :func:`wait_connected` / :func:`wait_closed` let a coroutine await a
+  dispatcher's connection or its removal from the map.
+* :func:`detach`, :func:`to_streams` and :func:`to_protocol` hand a dispatcher's
+  socket over to asyncio, the first step of migrating a handler.
+
+Waiters are kept here, keyed weakly by dispatcher, so no attribute is added to
+user subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from . import _driver
+
+__all__ = ["detach", "spawn", "to_protocol", "to_streams", "wait_closed", "wait_connected"]
+
+T = TypeVar("T")
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+_connected_waiters: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]] = weakref.WeakKeyDictionary()
+_closed_waiters: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]] = weakref.WeakKeyDictionary()
+
+
+def _wake(table: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]], obj: Any) -> None:
+    if not table:
+        return
+    for waiter in table.pop(obj, ()):
+        if not waiter.done():
+            waiter.get_loop().call_soon_threadsafe(_set_done, waiter)
+
+
+def _set_done(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def dispatcher_connected(obj: Any) -> None:
+    """Called by ``handle_connect_event`` once ``obj`` is connected."""
+    _wake(_connected_waiters, obj)
+
+
+def dispatcher_removed(obj: Any) -> None:
+    """Called by ``del_channel``: ``obj`` left its map."""
+    _wake(_closed_waiters, obj)
+    if _connected_waiters and obj in _connected_waiters:
+        for waiter in _connected_waiters.pop(obj):
+            if not waiter.done():
+                waiter.get_loop().call_soon_threadsafe(_fail_not_connected, waiter, obj)
+
+
+def _fail_not_connected(waiter: asyncio.Future[None], obj: Any) -> None:
+    if not waiter.done():
+        waiter.set_exception(ConnectionError(f"{obj!r} was closed before it connected"))
+
+
+async def _wait(table: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]], obj: Any) -> None:
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    table.setdefault(obj, []).append(waiter)
+    await waiter
+
+
+async def wait_connected(dispatcher: Any) -> None:
+    """Wait until ``dispatcher`` has connected (after its ``handle_connect()``).
+
+    Returns at once if it is connected already; raises ConnectionError if it
+    leaves its map first.  Something must be serving its map meanwhile.
+    """
+    if dispatcher.connected:
+        return
+    if dispatcher._fileno is None or dispatcher._fileno not in dispatcher._map:
+        raise ConnectionError(f"{dispatcher!r} is not in a map; it cannot connect")
+    await _wait(_connected_waiters, dispatcher)
+
+
+async def wait_closed(dispatcher: Any) -> None:
+    """Wait until ``dispatcher`` has left its map (``close()`` or ``del_channel()``)."""
+    if dispatcher._fileno is None or dispatcher._map.get(dispatcher._fileno) is not dispatcher:
+        return
+    await _wait(_closed_waiters, dispatcher)
+
+
+def detach(dispatcher: Any) -> socket.socket:
+    """Take ``dispatcher``'s socket away from it, open, and return it.
+
+    The dispatcher leaves its map and the event loop (as by ``del_channel()``),
+    its ``socket`` becomes ``None`` and it is no longer connected; no handler of
+    it is called again.  The socket stays non-blocking.
+    """
+    sock: socket.socket | None = dispatcher.socket
+    if sock is None:
+        raise ValueError(f"{dispatcher!r} has no socket to detach")
+    dispatcher.del_channel()
+    dispatcher.socket = None
+    dispatcher.connected = False
+    dispatcher.connecting = False
+    dispatcher.accepting = False
+    return sock
+
+
+async def to_streams(dispatcher: Any, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Detach ``dispatcher``'s connected socket and wrap it in asyncio streams.
+
+    Keyword arguments go to :func:`asyncio.open_connection` (``limit``, ``ssl``...).
+    """
+    return await asyncio.open_connection(sock=detach(dispatcher), **kwargs)
+
+
+async def to_protocol(
+    dispatcher: Any, protocol_factory: Callable[[], P], **kwargs: Any
+) -> tuple[asyncio.Transport, P]:
+    """Detach ``dispatcher``'s connected socket and give it to an asyncio Protocol."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_accepted_socket(protocol_factory, detach(dispatcher), **kwargs)
+    return transport, protocol  # type: ignore[return-value]
+
+
+def spawn(coro: Coroutine[Any, Any, T], *, dispatcher: Any = None) -> asyncio.Task[T]:
+    """Start ``coro`` as a task on the loop that serves dispatchers in this thread.
+
+    If the task fails, the failure is delivered by the next cycle of a running
+    ``loop()``/``serve()`` on that loop, in that cycle's frame: to
+    ``dispatcher.handle_error()`` (called inside an ``except`` block, as for a
+    handler's exception) or, without a dispatcher, raised out of ``loop()``.
+    With no cycle running there, it goes to the loop's exception handler.
+    Cancellation is not a failure.
+    """
+    engine = _driver.current_engine()
+    task = engine.loop.create_task(coro)
+
+    def report(done: asyncio.Task[T]) -> None:
+        if done.cancelled():
+            return
+        exc = done.exception()
+        if exc is None:
+            return
+        if engine.drivers:
+            engine.report_failure(exc, dispatcher)
+        else:
+            engine.loop.call_exception_handler(
+                {"message": "exception in a task started by asyncore_on_asyncio.spawn()", "exception": exc, "task": done}
+            )
+
+    task.add_done_callback(report)
+    return task
