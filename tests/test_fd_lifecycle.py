@@ -1,0 +1,256 @@
+"""fds that change under the engine: closed behind a dispatcher's back, reused within a cycle,
+swapped under a registered fd; and files (pipes, regular files) through file_dispatcher."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from asyncore_on_asyncio import _driver, asyncore
+from tests.helpers import run_until, socketpair
+
+
+class Reader(asyncore.dispatcher):
+    def __init__(self, sock: Any, map: dict[int, Any], trace: list[Any], name: str = "r") -> None:
+        super().__init__(sock, map=map)
+        self.trace = trace
+        self.name = name
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read(self) -> None:
+        self.trace.append((self.name, "read", self.recv(1000)))
+
+    def handle_close(self) -> None:
+        self.trace.append((self.name, "close"))
+        self.close()
+
+
+@pytest.fixture
+def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
+    made: list[tuple[socket.socket, socket.socket]] = []
+    yield made
+    for a, b in made:
+        a.close()
+        b.close()
+
+
+def new_pair(pairs: list[tuple[socket.socket, socket.socket]]) -> tuple[socket.socket, socket.socket]:
+    pair = socketpair()
+    pairs.append(pair)
+    return pair
+
+
+def reuse_fd(sock: socket.socket, fd: int) -> socket.socket:
+    """Move ``sock`` to the (free) fd number ``fd``, as the kernel does when it reuses one."""
+    os.dup2(sock.fileno(), fd)
+    moved = socket.socket(sock.family, sock.type, fileno=fd)
+    moved.setblocking(False)
+    sock.close()
+    return moved
+
+
+def registry_size() -> int:
+    return len(_driver.current_engine().registry)
+
+
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_socket_closed_behind_the_back_gets_handle_close(pairs: Any, use_poll: bool) -> None:
+    a, b = new_pair(pairs)
+    trace: list[Any] = []
+    m: dict[int, Any] = {}
+    Reader(a, m, trace)
+    asyncore.loop(timeout=0, use_poll=use_poll, map=m, count=1)
+    a.close()  # behind the dispatcher's back
+    asyncore.loop(timeout=1, use_poll=use_poll, map=m, count=2)
+    assert trace == [("r", "close")]
+    assert m == {}
+    assert registry_size() == 0
+
+
+def test_fd_number_reused_after_close_behind_back_is_served(pairs: Any) -> None:
+    a, b = new_pair(pairs)
+    trace: list[Any] = []
+    m: dict[int, Any] = {}
+    Reader(a, m, trace, "old")
+    asyncore.loop(timeout=0, map=m, count=1)
+    fd = a.fileno()
+    m.clear()  # the program empties the map directly...
+    a.close()  # ...and closes the socket: the registration is stale now
+    c = reuse_fd(new_pair(pairs)[0], fd)
+    d = pairs[-1][1]
+    Reader(c, m, trace, "new")
+    d.send(b"hello")
+    run_until(lambda: trace, map=m, timeout=5)
+    assert trace == [("new", "read", b"hello")]
+    m[fd].close()
+
+
+def test_fd_reused_within_one_cycle_gets_no_stale_event(pairs: Any) -> None:
+    """A handler closes another dispatcher with an event pending and a new socket takes its
+    fd number at once: the pending event is not delivered to the newcomer."""
+    a, b = new_pair(pairs)
+    c, d = new_pair(pairs)
+    trace: list[Any] = []
+    m: dict[int, Any] = {}
+    replacement: list[Any] = []
+
+    class Closer(Reader):
+        def handle_read(self) -> None:
+            super().handle_read()
+            victim.close()
+            e, f = new_pair(pairs)
+            newcomer = Reader(reuse_fd(e, victim_fd), m, trace, "newcomer")
+            replacement.append((newcomer, f))
+
+    Closer(a, m, trace, "closer")
+    victim = Reader(c, m, trace, "victim")
+    victim_fd = c.fileno()
+    b.send(b"1")
+    d.send(b"2")
+    for s in (a, c):
+        run_until(lambda s=s: _readable(s), map={})
+    asyncore.loop(timeout=1, map=m, count=1)
+    assert trace == [("closer", "read", b"1")]
+    newcomer, f = replacement[0]
+    assert newcomer.socket.fileno() == victim_fd
+    f.send(b"3")
+    run_until(lambda: len(trace) == 2, map=m)
+    assert trace[1] == ("newcomer", "read", b"3")
+    asyncore.close_all(m)
+    assert registry_size() == 0
+
+
+def test_handler_closes_other_dispatcher_with_pending_event(pairs: Any) -> None:
+    a, b = new_pair(pairs)
+    c, d = new_pair(pairs)
+    trace: list[Any] = []
+    m: dict[int, Any] = {}
+
+    class Killer(Reader):
+        def handle_read(self) -> None:
+            super().handle_read()
+            other.close()
+            self.close()
+
+    Killer(a, m, trace, "killer")
+    other = Reader(c, m, trace, "other")
+    b.send(b"1")
+    d.send(b"2")
+    for s in (a, c):
+        run_until(lambda s=s: _readable(s), map={})
+    asyncore.loop(timeout=1, map=m)
+    assert trace == [("killer", "read", b"1")]
+    assert m == {} and registry_size() == 0
+
+
+def test_socket_swapped_under_registered_fd(pairs: Any) -> None:
+    """STARTTLS-style: del_channel(); set_socket(new object on the same fd)."""
+    a, b = new_pair(pairs)
+    trace: list[Any] = []
+    m: dict[int, Any] = {}
+    r = Reader(a, m, trace)
+    asyncore.loop(timeout=0, map=m, count=1)
+    fd = a.fileno()
+    r.del_channel()
+    swapped = socket.socket(a.family, a.type, fileno=a.detach())
+    assert swapped.fileno() == fd
+    r.set_socket(swapped, m)
+    b.send(b"after swap")
+    run_until(lambda: trace, map=m)
+    assert trace == [("r", "read", b"after swap")]
+    r.close()
+    assert registry_size() == 0
+
+
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_file_dispatcher_on_regular_file_reads_to_end(use_poll: bool) -> None:
+    data = os.urandom(3000)
+    chunks: list[bytes] = []
+
+    class FileReader(asyncore.file_dispatcher):
+        def writable(self) -> bool:
+            return False
+
+        def handle_read(self) -> None:
+            chunks.append(self.recv(256))
+
+        def handle_close(self) -> None:
+            chunks.append(b"<close>")
+            self.close()
+
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.seek(0)
+        m: dict[int, Any] = {}
+        FileReader(f, map=m)
+        asyncore.loop(timeout=5, use_poll=use_poll, map=m)
+    # recv() calls handle_close() on EOF, then handle_read() stores the b"" it returned.
+    assert chunks[-2:] == [b"<close>", b""]
+    assert b"".join(chunks[:-2]) == data
+    assert all(len(c) == 256 for c in chunks[:-3])
+
+
+def test_file_dispatcher_on_pipe() -> None:
+    r, w = os.pipe()
+    got: list[bytes] = []
+
+    class PipeReader(asyncore.file_dispatcher):
+        def writable(self) -> bool:
+            return False
+
+        def handle_read(self) -> None:
+            got.append(self.recv(100))
+
+        def handle_close(self) -> None:
+            got.append(b"<eof>")
+            self.close()
+
+    m: dict[int, Any] = {}
+    PipeReader(r, map=m)
+    os.close(r)  # file_dispatcher owns a dup
+    os.write(w, b"abc")
+    run_until(lambda: got, map=m)
+    os.write(w, b"def")
+    run_until(lambda: len(got) == 2, map=m)
+    os.close(w)
+    asyncore.loop(timeout=5, map=m)
+    assert got == [b"abc", b"def", b"<eof>", b""]
+
+
+def test_file_wrapper() -> None:
+    r, w = os.pipe()
+    fw = asyncore.file_wrapper(w)
+    os.close(w)
+    assert fw.fileno() != w or fw.fileno() >= 0
+    assert fw.send(b"xy") == 2
+    assert os.read(r, 2) == b"xy"
+    assert fw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    with pytest.raises(NotImplementedError):
+        fw.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+    fw.close()
+    fw.close()
+    assert fw.fileno() == -1
+    os.close(r)
+
+
+def test_unclosed_file_wrapper_warns() -> None:
+    r, w = os.pipe()
+    fw = asyncore.file_wrapper(r)
+    with pytest.warns(ResourceWarning, match="unclosed file"):
+        fw.__del__()
+    assert fw.fd == -1
+    os.close(r)
+    os.close(w)
+
+
+def _readable(sock: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])
