@@ -51,6 +51,8 @@ __all__ = [
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 LOOP_ENV_VAR = "ASYNCORE_ON_ASYNCIO_LOOP"
+_POLLERR: int = getattr(select, "POLLERR", 0x008)
+_POLLHUP: int = getattr(select, "POLLHUP", 0x010)
 _POLLNVAL: int = getattr(select, "POLLNVAL", 0x020)
 _HAS_POLL = hasattr(select, "poll")
 DISPATCH = -1.0
@@ -285,6 +287,7 @@ class _Driver:
         self.engine = engine
         self.map = map
         self.waiting = False
+        self.in_cycle = False
         self.ready: dict[int, int] = {}
         self.registered: dict[int, Registration] = {}
         self.rescan = False
@@ -334,34 +337,47 @@ class _Driver:
         self.engine.registry.sync(self, wanted)
 
     def dispatch(self, use_poll: bool) -> None:
+        """Dispatch this cycle's events in map order, as ``select()`` or ``poll()`` would have."""
         ready = self.ready
         if not ready:
             return
-        batch = [(key, fd, obj, events) for key, fd, obj, _, events in self.snapshot if fd in ready]
         self.ready = {}
+        batch = [(key, fd, obj, events) for key, fd, obj, _, events in self.snapshot if fd in ready]
+        revents = _confirm(batch, ready)
+        for fd, flags in revents.items():
+            if flags & _POLLERR:
+                # uvloop (libuv) stops watching an fd after reporting an error on it.
+                self.engine.registry.rearm(fd)
         get = self.map.get
         if use_poll:
-            for key, obj, flags in _poll_flags(batch, ready):
-                if get(key) is obj:
+            for key, fd, obj, _ in batch:
+                flags = revents[fd]
+                if flags and get(key) is obj:
                     readwrite(obj, flags)
             return
-        for key, fd, obj, _ in batch:
-            if ready[fd] & READ and get(key) is obj:
+        selected = [
+            (key, obj, _select_bits(events, revents[fd])) for key, fd, obj, events in batch if revents[fd]
+        ]
+        for key, obj, bits in selected:
+            if bits & READ and get(key) is obj:
                 read(obj)
-        for key, fd, obj, _ in batch:
-            if ready[fd] & WRITE and get(key) is obj:
+        for key, obj, bits in selected:
+            if bits & WRITE and get(key) is obj:
                 write(obj)
-        for key, fd, obj, _ in batch:
-            if ready[fd] & PRIORITY and get(key) is obj:
+        for key, obj, bits in selected:
+            if bits & PRIORITY and get(key) is obj:
                 _exception(obj)
-        for key, fd, obj, _ in batch:
-            if ready[fd] & INVALID and get(key) is obj:
+        for key, obj, bits in selected:
+            if bits & INVALID and get(key) is obj:
+                # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
                 readwrite(obj, _POLLNVAL)
 
     # A cycle, split so that the blocking and the async wait share everything else.
     def begin(self, timeout: float | None, use_poll: bool) -> float | None:
-        """Start a cycle; return how long to wait (``None``: no limit)."""
-        self.ready = {}
+        """Start a cycle; return how long to wait (``None``: no limit).
+
+        Readiness recorded since the last dispatch is kept: it is confirmed at dispatch.
+        """
         self.scan(use_poll)
         loop = self.engine.loop
         self._deadline = None if timeout is None else loop.time() + max(0.0, timeout)
@@ -385,6 +401,7 @@ class _Driver:
         return None if deadline is None else max(0.0, deadline - self.engine.loop.time())
 
     def arm(self, delay: float | None, stop: Callable[[], object]) -> asyncio.TimerHandle | None:
+        """Start a wait of at most ``delay`` seconds; ``stop`` ends it."""
         self.rescan = False
         self._stop = stop
         self.waiting = True
@@ -408,22 +425,39 @@ def _is_closed(sock: Any) -> bool:
     return type(fd) is int and fd < 0
 
 
-def _poll_flags(
-    batch: list[tuple[Any, int, Any, int]], ready: dict[int, int]
-) -> list[tuple[Any, Any, int]]:
-    """Exact ``poll()`` revents for the ready fds, in map order."""
+def _confirm(batch: list[tuple[Any, int, Any, int]], ready: dict[int, int]) -> dict[int, int]:
+    """What a zero-timeout ``poll()`` says now about the fds the event loop reported.
+
+    The event loop tells *when* to look; this tells *what*, with the exact flags that
+    3.11's ``select()``/``poll()`` saw.  It also drops stale reports (a callback that
+    asyncio queued before a handler drained the fd).
+    """
     pollster = select.poll()
     for _, fd, _, events in batch:
         if not ready[fd] & INVALID:
-            flags = (POLLIN | POLLPRI if events & READ else 0) | (POLLOUT if events & WRITE else 0)
-            pollster.register(fd, flags)
+            pollster.register(fd, _poll_request(events))
     revents = dict(pollster.poll(0))
-    result = []
-    for key, fd, obj, _ in batch:
-        flags = _POLLNVAL if ready[fd] & INVALID else revents.get(fd, 0)
-        if flags:
-            result.append((key, obj, flags))
-    return result
+    return {fd: _POLLNVAL if ready[fd] & INVALID else revents.get(fd, 0) for _, fd, _, _ in batch}
+
+
+def _poll_request(events: int) -> int:
+    return (POLLIN if events & READ else 0) | (POLLOUT if events & WRITE else 0) | (
+        POLLPRI if events & PRIORITY else 0
+    )
+
+
+def _select_bits(events: int, revents: int) -> int:
+    """Which of select()'s three sets an fd is in, given poll() revents (Linux's mapping)."""
+    if revents & _POLLNVAL:
+        return INVALID
+    bits = 0
+    if events & READ and revents & (POLLIN | _POLLHUP | _POLLERR):
+        bits |= READ
+    if events & WRITE and revents & (POLLOUT | _POLLERR):
+        bits |= WRITE
+    if events & PRIORITY and revents & POLLPRI:
+        bits |= PRIORITY
+    return bits
 
 
 # -- the two entry points ------------------------------------------------------------------
@@ -443,18 +477,22 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
     engine.thread_id = threading.get_ident()
     driver = engine.driver_for(map)
     loop = engine.loop
-    while map and (count is None or count > 0):
-        delay = driver.begin(timeout, use_poll)
-        while delay != DISPATCH:
-            timer = driver.arm(delay, loop.stop)
-            try:
-                loop.run_forever()
-            finally:
-                driver.disarm(timer)
-            delay = driver.resume(use_poll)
-        driver.dispatch(use_poll)
-        if count is not None:
-            count -= 1
+    driver.in_cycle = True
+    try:
+        while map and (count is None or count > 0):
+            delay = driver.begin(timeout, use_poll)
+            while delay != DISPATCH:
+                timer = driver.arm(delay, loop.stop)
+                try:
+                    loop.run_forever()
+                finally:
+                    driver.disarm(timer)
+                delay = driver.resume(use_poll)
+            driver.dispatch(use_poll)
+            if count is not None:
+                count -= 1
+    finally:
+        driver.in_cycle = False
     if not map:
         engine.retire(driver)
 
@@ -474,10 +512,11 @@ async def serve(map: dict[Any, Any] | None = None, timeout: float | None = 30.0,
         map = asyncore.socket_map
     loop = asyncio.get_running_loop()
     engine = _engine_for(loop)
-    if id(map) in engine.drivers and engine.drivers[id(map)].waiting:
+    if id(map) in engine.drivers and engine.drivers[id(map)].in_cycle:
         raise RuntimeError("this map is already being served on this event loop")
     use_poll = use_poll and _HAS_POLL
     driver = engine.driver_for(map)
+    driver.in_cycle = True
     try:
         while map:
             delay = driver.begin(timeout, use_poll)
@@ -491,6 +530,7 @@ async def serve(map: dict[Any, Any] | None = None, timeout: float | None = 30.0,
                 delay = driver.resume(use_poll)
             driver.dispatch(use_poll)
     finally:
+        driver.in_cycle = False
         engine.retire(driver)
         if not engine.drivers and not len(engine.registry) and engine is not _thread_engine_or_none():
             _forget_engine(engine)

@@ -21,7 +21,13 @@ wake it; they never call user code, so nothing can be raised into asyncio's
 exception handler.  If an owner is not waiting (its ``loop()`` returned), a
 callback parks the registration: it is removed and re-made by the owner's next
 cycle, so a level-triggered fd of an idle map cannot turn another map's waits
-into a busy loop.
+into a busy loop.  What a callback reports may be stale by the time the owner
+dispatches (asyncio may run a callback queued before a handler drained the fd);
+the driver confirms readiness with a zero-timeout poll() before dispatching.
+
+libuv stops watching an fd once it has reported an error on it (uvloop then
+needs the fd removed and added again); the driver asks for :meth:`Registry.rearm`
+when it sees POLLERR, and the next sync registers the fd afresh.
 
 Two kinds of fd cannot be registered.  Regular files (``add_reader`` fails with
 EPERM under epoll and libuv) are *always ready*, as ``select()`` reports them.  An
@@ -52,6 +58,9 @@ class Owner(Protocol):
     """What the registry needs from the driver of one map on one loop."""
 
     waiting: bool
+    """Readiness is being waited for: record it and wake the owner."""
+    in_cycle: bool
+    """The owner's loop()/serve() is running: readiness is recorded for its next dispatch."""
     ready: dict[int, int]
     registered: dict[int, Registration]
 
@@ -190,6 +199,12 @@ class Registry:
             reg.owner.registered.pop(fd, None)
             reg.owner.wake()
 
+    def rearm(self, fd: int) -> None:
+        """Register ``fd`` afresh at the next sync (its watcher may have stopped)."""
+        reg = self._registrations.get(fd)
+        if reg is not None:
+            self._unregister(reg)
+
     def close(self) -> None:
         """Unregister everything (the loop is about to be closed)."""
         for reg in list(self._registrations.values()):
@@ -292,7 +307,7 @@ class Registry:
 
     def _deliver(self, reg: Registration, event: int) -> None:
         owner = reg.owner
-        if owner.waiting:
+        if owner.waiting or owner.in_cycle:
             ready = owner.ready
             ready[reg.fd] = ready.get(reg.fd, 0) | event
             owner.wake()
