@@ -6,7 +6,8 @@ asynchat`` give them too, and ``python -m asyncore_on_asyncio SCRIPT`` runs a
 legacy program unchanged.  Dispatchers are served by an asyncio event loop (the
 default loop or uvloop), so they can share it with coroutines: :func:`serve`
 drives a map inside a running loop, :func:`spawn` starts a coroutine from a
-handler, and :func:`detach`, :func:`to_streams` and :func:`to_protocol` hand a
+handler, :func:`wakeup` tells a waiting loop that a custom ``writable()``
+changed, and :func:`detach`, :func:`to_streams` and :func:`to_protocol` hand a
 connection over to asyncio.  Importing this package has no side effects.
 """
 
@@ -16,7 +17,15 @@ import sys
 
 from . import asynchat, asyncore
 from ._driver import close_event_loop, get_event_loop, serve, set_loop_factory
-from ._interop import detach, spawn, to_protocol, to_streams, wait_closed, wait_connected
+from ._interop import (
+    detach,
+    spawn,
+    to_protocol,
+    to_streams,
+    wait_closed,
+    wait_connected,
+    wakeup,
+)
 
 __version__ = "0.1.0"
 
@@ -35,6 +44,7 @@ __all__ = [
     "to_streams",
     "wait_closed",
     "wait_connected",
+    "wakeup",
 ]
 
 

@@ -114,7 +114,7 @@ class _ThreadLoop:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - best effort while a thread or the interpreter ends
+        except Exception:
             pass
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ._errors import DISCONNECTED, RERAISED
 
-__all__ = ["POLL_CLOSE", "POLLIN", "POLLOUT", "POLLPRI", "_exception", "read", "readwrite", "write"]
+__all__ = ["POLLIN", "POLLOUT", "POLLPRI", "POLL_CLOSE", "_exception", "read", "readwrite", "write"]
 
 # Linux values; select.POLL* may be missing on platforms without poll().
 POLLIN: int = getattr(select, "POLLIN", 0x001)

@@ -21,7 +21,15 @@ from typing import Any, TypeVar
 
 from . import _driver
 
-__all__ = ["detach", "spawn", "to_protocol", "to_streams", "wait_closed", "wait_connected"]
+__all__ = [
+    "detach",
+    "spawn",
+    "to_protocol",
+    "to_streams",
+    "wait_closed",
+    "wait_connected",
+    "wakeup",
+]
 
 T = TypeVar("T")
 P = TypeVar("P", bound=asyncio.BaseProtocol)
@@ -93,17 +101,33 @@ def detach(dispatcher: Any) -> socket.socket:
 
     The dispatcher leaves its map and the event loop (as by ``del_channel()``),
     its ``socket`` becomes ``None`` and it is no longer connected; no handler of
-    it is called again.  The socket stays non-blocking.
+    it is called again.  The socket stays non-blocking.  Raises ValueError rather
+    than lose data still buffered by ``dispatcher_with_send`` or ``async_chat``.
     """
     sock: socket.socket | None = dispatcher.socket
     if sock is None:
         raise ValueError(f"{dispatcher!r} has no socket to detach")
+    buffered = _buffered(dispatcher)
+    if buffered:
+        raise ValueError(f"{dispatcher!r} still buffers {buffered}; flush or discard it before detaching")
     dispatcher.del_channel()
     dispatcher.socket = None
     dispatcher.connected = False
     dispatcher.connecting = False
     dispatcher.accepting = False
     return sock
+
+
+def _buffered(dispatcher: Any) -> str:
+    """Describe the data the asyncore/asynchat buffers of ``dispatcher`` still hold, if any."""
+    held = []
+    if getattr(dispatcher, "out_buffer", b""):
+        held.append(f"{len(dispatcher.out_buffer)} unsent bytes (out_buffer)")
+    if getattr(dispatcher, "producer_fifo", None):
+        held.append(f"{len(dispatcher.producer_fifo)} unsent producer_fifo entries")
+    if getattr(dispatcher, "ac_in_buffer", b""):
+        held.append(f"{len(dispatcher.ac_in_buffer)} unprocessed received bytes (ac_in_buffer)")
+    return " and ".join(held)
 
 
 async def to_streams(dispatcher: Any, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -116,11 +140,29 @@ async def to_streams(dispatcher: Any, **kwargs: Any) -> tuple[asyncio.StreamRead
 
 async def to_protocol(
     dispatcher: Any, protocol_factory: Callable[[], P], **kwargs: Any
-) -> tuple[asyncio.Transport, P]:
-    """Detach ``dispatcher``'s connected socket and give it to an asyncio Protocol."""
+) -> tuple[asyncio.BaseTransport, P]:
+    """Detach ``dispatcher``'s connected socket and give it to an asyncio Protocol.
+
+    Keyword arguments go to ``loop.connect_accepted_socket()`` (``ssl``...).
+    """
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.connect_accepted_socket(protocol_factory, detach(dispatcher), **kwargs)
-    return transport, protocol  # type: ignore[return-value]
+    sock = detach(dispatcher)
+    return await loop.connect_accepted_socket(protocol_factory, sock, **kwargs)
+
+
+def wakeup(target: Any) -> None:
+    """Tell a waiting ``loop()``/``serve()`` that ``target``'s ``readable()``/``writable()`` changed.
+
+    ``target`` is a dispatcher or a map.  Our own API calls this for you (new and
+    closed dispatchers, ``push()``, ``dispatcher_with_send.send()``); call it after
+    changing state behind a custom ``readable()``/``writable()`` from a coroutine or
+    another thread, or the change is seen only when the current wait ends (at the
+    latest after ``timeout``).  Safe from any thread; cheap when nothing waits.
+    """
+    if isinstance(target, dict):
+        _driver.map_changed(target)
+    else:
+        _driver.interest_changed(target)
 
 
 def spawn(coro: Coroutine[Any, Any, T], *, dispatcher: Any = None) -> asyncio.Task[T]:

@@ -18,12 +18,14 @@ behind its dispatcher's back gets ``handle_close()`` instead of crashing
 from __future__ import annotations
 
 import os
-import select
+import select  # noqa: F401 - a 3.11 module global that legacy code reaches as asyncore.select
 import socket
 import sys
-import time
+import time  # noqa: F401 - likewise
 import warnings
-from errno import (
+
+# The 3.11 module imported these errno names at top level; legacy code uses asyncore.EWOULDBLOCK...
+from errno import (  # noqa: F401
     EAGAIN,
     EALREADY,
     EBADF,
@@ -44,14 +46,9 @@ from typing import Any
 from . import _driver, _interop
 from ._errors import DISCONNECTED as _DISCONNECTED
 from ._errors import RERAISED as _reraised_exceptions
-from ._errors import ExitNow
+from ._errors import ExitNow  # noqa: F401 - public API
 from ._errors import strerror as _strerror
-from ._handlers import _exception, read, readwrite, write
-
-# Names 3.11's module had at top level; legacy code reaches some of them as asyncore.X.
-_REEXPORTED = (EAGAIN, EALREADY, EBADF, ECONNABORTED, ECONNRESET, EINPROGRESS, EINVAL, EISCONN)
-_REEXPORTED_TOO = (ENOTCONN, EPIPE, ESHUTDOWN, EWOULDBLOCK, errorcode, select, time, warnings)
-_DISCONNECTED, _reraised_exceptions, _strerror, _exception, read, readwrite, write, ExitNow  # noqa: B018
+from ._handlers import _exception, read, readwrite, write  # noqa: F401 - public API
 
 socket_map: dict[Any, Any] = {}
 """The default map.  ``loop()`` reads this module global at each call, so rebinding it works."""
@@ -413,7 +410,7 @@ if os.name == "posix":
 
         def __del__(self) -> None:
             if self.fd >= 0:
-                warnings.warn(f"unclosed file {self!r}", ResourceWarning, source=self)
+                warnings.warn(f"unclosed file {self!r}", ResourceWarning, stacklevel=2, source=self)
             self.close()
 
         def recv(self, *args: Any) -> bytes:

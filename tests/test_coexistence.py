@@ -347,3 +347,65 @@ async def test_detach_errors() -> None:
     d = asyncore.dispatcher(map={})
     with pytest.raises(ValueError, match="no socket"):
         asyncore_on_asyncio.detach(d)
+
+
+class PendingWriter(asyncore.dispatcher):
+    """A custom buffer behind writable(), changed by a coroutine."""
+
+    def __init__(self, sock: socket.socket, map: dict[int, Any]) -> None:
+        super().__init__(sock, map=map)
+        self.pending = b""
+        self.written: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def writable(self) -> bool:
+        return bool(self.pending)
+
+    def handle_read(self) -> None:
+        self.recv(100)
+
+    def handle_write(self) -> None:
+        sent = self.send(self.pending)
+        self.pending = self.pending[sent:]
+        if not self.pending and not self.written.done():
+            self.written.set_result(asyncio.get_running_loop().time())
+
+
+@pytest.mark.parametrize("call_wakeup", [True, False])
+async def test_custom_writable_changed_by_coroutine(call_wakeup: bool) -> None:
+    """With wakeup() the change is used at once; without, when the wait's timeout ends."""
+    a, b = socket.socketpair()
+    m: dict[int, Any] = {}
+    d = PendingWriter(a, m)
+    timeout = 0.5
+    serving = asyncio.create_task(asyncore_on_asyncio.serve(m, timeout=timeout))
+    await asyncio.sleep(0.05)  # serve() is in its wait now
+    loop = asyncio.get_running_loop()
+    changed_at = loop.time()
+    d.pending = b"late data"
+    if call_wakeup:
+        asyncore_on_asyncio.wakeup(d)
+    written_at = await asyncio.wait_for(d.written, 5)
+    delay = written_at - changed_at
+    if call_wakeup:
+        assert delay < timeout / 2, delay
+    else:
+        assert timeout / 2 < delay < timeout * 3, delay
+    assert b.recv(100) == b"late data"
+    d.close()
+    await asyncio.wait_for(serving, 5)
+    b.close()
+
+
+async def test_detach_refuses_to_lose_buffered_data() -> None:
+    a, b = socket.socketpair()
+    m: dict[int, Any] = {}
+    d = asyncore.dispatcher_with_send(a, map=m)
+    d.out_buffer = b"unsent"
+    with pytest.raises(ValueError, match="6 unsent bytes"):
+        asyncore_on_asyncio.detach(d)
+    assert m == {a.fileno(): d}
+    d.out_buffer = b""
+    sock = asyncore_on_asyncio.detach(d)
+    assert sock is a and m == {} and d.socket is None and not d.connected
+    sock.close()
+    b.close()

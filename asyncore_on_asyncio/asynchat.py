@@ -1,0 +1,398 @@
+r"""Python 3.11's ``asynchat``: chat-style (command/response) protocols on asyncore.
+
+``async_chat`` is a dispatcher that splits its input stream at a *terminator* and
+sends queued output through a FIFO of buffers and producers.  Subclasses supply
+``collect_incoming_data(data)`` (called with each piece of input that precedes the
+terminator) and ``found_terminator()`` (called each time the terminator is consumed).
+
+Terminators (``set_terminator``):
+
+* ``bytes``: input is split at that byte string, which is never passed to
+  ``collect_incoming_data``.  A ``str`` is encoded with ``encoding`` when
+  ``use_encoding`` is true (otherwise it is stored as is and reading fails with
+  ``TypeError``, exactly as in 3.11: mixing text and bytes is an application bug).
+* ``int`` *n*: the next *n* bytes are collected, then ``found_terminator()`` is called
+  and the terminator becomes ``0``.  A negative *n* raises ``ValueError``.
+* ``None``, ``0`` or any false value: all input is collected; ``found_terminator()``
+  is never called.
+
+``found_terminator()`` may change the terminator, call ``discard_buffers()`` or
+``close()``, or read and assign ``ac_in_buffer``; the rest of the data already read is
+then processed under the new state, as in 3.11 (closing does not stop it).
+
+Output: ``push(data)`` queues bytes-like data (split into ``ac_out_buffer_size``
+pieces) and tries to send at once; ``push_with_producer(p)`` queues an object whose
+``more()`` returns the next piece (empty when exhausted); ``close_when_done()``
+queues ``None``, which closes the channel once everything before it is sent.
+
+Differences from 3.11, each deliberate (see MIGRATION.md):
+
+* Input is consumed through an offset into the received chunk instead of re-slicing
+  the buffer after every message, so a chunk holding many small messages costs
+  linear rather than quadratic time; a partial terminator left at the end of a chunk
+  (shorter than the terminator) is all that is searched again on the next read.
+  ``ac_in_buffer`` is a property that materialises the unconsumed bytes whenever it
+  is read, and assigning it (``self.ac_in_buffer = b''``) works as before.  The
+  callback sequence, its arguments and the value of ``ac_in_buffer`` seen inside
+  each callback are unchanged.  A subclass that redefines ``ac_in_buffer`` as a
+  class attribute would hide the property and is not supported.
+* ``simple_producer`` likewise walks its data with an offset (``data`` is a
+  property); ``more()`` returns the same pieces as before.
+* With ``use_encoding``, a ``str`` returned by an overridden ``recv()`` is encoded
+  with ``encoding`` (3.11 called ``bytes(str, encoding)`` on the *type* ``str`` and
+  raised ``TypeError``).
+* With ``use_encoding`` and an encoding that is not one byte per character, a
+  partially sent ``str`` chunk resumes at the right character (3.11 sliced the
+  text by the number of *bytes* sent and corrupted the stream).
+* ``push()`` of a non-bytes-like object raises ``TypeError`` with a formatted
+  message (3.11 passed the format string and the type as two arguments).
+* ``readable()`` returns ``True`` (3.11: ``1``); ``writable()`` returns a ``bool``
+  (3.11: the ``producer_fifo`` deque itself when it is not empty).
+* A producer whose truth value is false (for example one with ``__len__`` returning
+  0) is still asked for ``more()``; 3.11 dropped it, pushed one chunk of its output
+  and could delete the *next* fifo entry instead.
+* ``push()``, ``push_with_producer()``, ``close_when_done()`` and
+  ``discard_buffers()`` tell the event loop driver that ``writable()`` may have
+  changed, so a loop blocked waiting for events notices new output at once.
+
+Unchanged on purpose: an empty buffer in the fifo is dropped and ``send(b"")`` is
+still called for it (it reports a dead peer); nothing bounds the input kept while a
+terminator never arrives (``ac_in_buffer`` itself never exceeds one read plus a
+partial terminator, but the default ``collect_incoming_data`` keeps everything in
+``incoming``).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from typing import Any, AnyStr, Protocol, Union, cast
+
+from . import asyncore
+from ._driver import interest_changed
+
+# Exactly what ``from asynchat import *`` bound on 3.11 (it had no __all__).
+__all__ = ["async_chat", "asyncore", "deque", "find_prefix_at_end", "simple_producer"]
+
+
+class _Producer(Protocol):
+    def more(self) -> bytes | str: ...
+
+
+_Terminator = Union[bytes, str, int, None]
+# Anything that slices is sent as data; anything else must have more().
+_Pushable = Union[bytes, bytearray, memoryview, str, _Producer]
+_FifoEntry = Union[_Pushable, None]
+
+
+class async_chat(asyncore.dispatcher):
+    """A dispatcher for line- or length-framed protocols.
+
+    Subclasses implement ``collect_incoming_data()`` and ``found_terminator()``.
+    """
+
+    __module__ = "asynchat"
+
+    ac_in_buffer_size: int = 65536
+    ac_out_buffer_size: int = 65536
+
+    # Text needs an explicit opt-in: str data on a bytes channel is usually a bug.
+    use_encoding: int = 0
+    encoding: str = "latin-1"
+
+    # No default: as in 3.11, reading fails until set_terminator() has been called.
+    terminator: _Terminator
+
+    # Received bytes not yet given to a callback are self.__in_buf[self.__in_pos:].
+    __in_buf: bytes
+    __in_pos: int
+
+    def __init__(
+        self, sock: socket.socket | None = None, map: dict[Any, Any] | None = None
+    ) -> None:
+        self.__in_buf = b""
+        self.__in_pos = 0
+        self.incoming: list[bytes] = []
+        self.producer_fifo: deque[_FifoEntry] = deque()
+        asyncore.dispatcher.__init__(self, sock, map)
+
+    # ------------------------------------------------------------------ input buffer
+
+    @property
+    def ac_in_buffer(self) -> bytes:
+        """The received bytes not yet passed to ``collect_incoming_data``."""
+        pos = self.__in_pos
+        if pos:
+            # Materialise once and keep the result, so repeated reads are cheap.
+            self.__in_buf = self.__in_buf[pos:]
+            self.__in_pos = 0
+        return self.__in_buf
+
+    @ac_in_buffer.setter
+    def ac_in_buffer(self, value: bytes) -> None:
+        self.__in_buf = value
+        self.__in_pos = 0
+
+    def __advance(self, count: int) -> None:
+        # ``ac_in_buffer = ac_in_buffer[count:]`` on whatever the buffer is *now*:
+        # a callback may have replaced it since the caller looked.
+        self.__in_pos = min(self.__in_pos + count, len(self.__in_buf))
+
+    def __keep_last(self, count: int) -> None:
+        # ``ac_in_buffer = ac_in_buffer[-count:]`` on the current buffer (count > 0).
+        self.__in_pos = max(self.__in_pos, len(self.__in_buf) - count)
+
+    # ------------------------------------------------------------------ subclass API
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        raise NotImplementedError("must be implemented in subclass")
+
+    def _collect_incoming_data(self, data: bytes) -> None:
+        self.incoming.append(data)
+
+    def _get_data(self) -> bytes:
+        data = b"".join(self.incoming)
+        del self.incoming[:]
+        return data
+
+    def found_terminator(self) -> None:
+        raise NotImplementedError("must be implemented in subclass")
+
+    def set_terminator(self, term: _Terminator) -> None:
+        """Set the input delimiter: a byte string, a byte count, or ``None``."""
+        if isinstance(term, str) and self.use_encoding:
+            term = term.encode(self.encoding)
+        elif isinstance(term, int) and term < 0:
+            raise ValueError("the number of received bytes must be positive")
+        self.terminator = term
+
+    def get_terminator(self) -> _Terminator:
+        return self.terminator
+
+    # ------------------------------------------------------------------ events
+
+    def handle_read(self) -> None:
+        try:
+            data: bytes | str = self.recv(self.ac_in_buffer_size)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.handle_error()
+            return
+        if isinstance(data, str) and self.use_encoding:
+            data = data.encode(self.encoding)
+        # bytes + str raises TypeError here, as in 3.11.
+        self.ac_in_buffer = self.ac_in_buffer + cast(bytes, data)
+        self.__split_input()
+        if self.__in_pos:
+            # Drop the reference to the whole chunk; at most a partial terminator remains.
+            self.__in_buf = self.__in_buf[self.__in_pos :]
+            self.__in_pos = 0
+
+    def __split_input(self) -> None:
+        """Feed the buffered input to the callbacks, one terminator at a time.
+
+        Every step re-reads the buffer state and the terminator, because each
+        callback may have changed them.  Where 3.11 sliced the buffer after a
+        callback it sliced the buffer *as the callback left it*; ``__advance`` and
+        ``__keep_last`` do the same to the current buffer.
+        """
+        while True:
+            buf = self.__in_buf
+            pos = self.__in_pos
+            size = len(buf) - pos
+            if size <= 0:
+                return
+            term = self.get_terminator()
+            if not term:
+                self.__collect_all()
+            elif isinstance(term, int):
+                if size < term:
+                    self.__collect_all()
+                    self.terminator = cast(int, self.terminator) - size
+                else:
+                    self.collect_incoming_data(buf[pos : pos + term])
+                    self.__advance(term)
+                    self.terminator = 0
+                    self.found_terminator()
+            else:
+                # A str terminator (use_encoding off) raises TypeError here, as in 3.11.
+                term = cast(bytes, term)
+                index = buf.find(term, pos)
+                if index != -1:
+                    if index > pos:
+                        # An empty piece before the terminator is never reported.
+                        self.collect_incoming_data(buf[pos:index])
+                    self.__advance(index - pos + len(term))
+                    self.found_terminator()
+                    continue
+                partial = _partial_terminator_at_end(buf, pos, term)
+                if not partial:
+                    self.__collect_all()
+                    continue
+                if partial != size:
+                    self.collect_incoming_data(buf[pos : len(buf) - partial])
+                    self.__keep_last(partial)
+                return
+
+    def __collect_all(self) -> None:
+        # The argument is the very object ``ac_in_buffer`` reads as during the call.
+        self.collect_incoming_data(self.ac_in_buffer)
+        self.ac_in_buffer = b""
+
+    def handle_write(self) -> None:
+        self.initiate_send()
+
+    def handle_close(self) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ output
+
+    def push(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes-like ``data`` for sending and try to send some now."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be byte-ish ({type(data)!r})")
+        step = self.ac_out_buffer_size
+        fifo = self.producer_fifo
+        if len(data) > step:
+            fifo.extend(data[i : i + step] for i in range(0, len(data), step))
+        else:
+            fifo.append(data)
+        try:
+            self.initiate_send()
+        finally:
+            interest_changed(self)
+
+    def push_with_producer(self, producer: _Pushable) -> None:
+        """Queue an object whose ``more()`` returns data until it returns ``b''``."""
+        self.producer_fifo.append(producer)
+        try:
+            self.initiate_send()
+        finally:
+            interest_changed(self)
+
+    def readable(self) -> bool:
+        # Always: the terminator can be any length, so no input-size bound applies.
+        return True
+
+    def writable(self) -> bool:
+        return bool(self.producer_fifo) or not self.connected
+
+    def close_when_done(self) -> None:
+        """Close the channel once everything queued so far has been sent."""
+        self.producer_fifo.append(None)
+        interest_changed(self)
+
+    def initiate_send(self) -> None:
+        """Send from the head of the fifo: at most one ``send()`` call per invocation."""
+        while self.producer_fifo and self.connected:
+            # Any: entries are duck-typed; slicing decides buffer versus producer.
+            first: Any = self.producer_fifo[0]
+            if first is None:
+                del self.producer_fifo[0]
+                self.handle_close()
+                return
+            limit = self.ac_out_buffer_size
+            try:
+                chunk = first[:limit]
+            except TypeError:
+                more = first.more()
+                if more:
+                    self.producer_fifo.appendleft(more)
+                else:
+                    del self.producer_fifo[0]
+                continue
+            empty = not first
+            if empty:
+                del self.producer_fifo[0]
+            data = chunk
+            if isinstance(chunk, str) and self.use_encoding:
+                data = chunk.encode(self.encoding)
+            try:
+                sent = self.send(data)
+            except OSError:
+                self.handle_error()
+                return
+            if not sent or empty:
+                return
+            if len(data) != len(chunk):
+                # Multi-byte encoding: the unsent bytes, then the text not yet chunked.
+                rest = first[len(chunk) :]
+                if rest:
+                    self.producer_fifo[0] = rest
+                else:
+                    del self.producer_fifo[0]
+                if sent < len(data):
+                    self.producer_fifo.appendleft(data[sent:])
+            elif sent < len(data) or limit < len(first):
+                self.producer_fifo[0] = first[sent:]
+            else:
+                del self.producer_fifo[0]
+            return
+
+    def discard_buffers(self) -> None:
+        """Drop all buffered input, collected data and queued output."""
+        self.ac_in_buffer = b""
+        del self.incoming[:]
+        self.producer_fifo.clear()
+        interest_changed(self)
+
+
+class simple_producer:
+    """A producer that hands out ``data`` in pieces of at most ``buffer_size``."""
+
+    __module__ = "asynchat"
+
+    # The data not yet handed out is self.__data[self.__pos:].
+    __data: bytes
+    __pos: int
+
+    def __init__(self, data: bytes, buffer_size: int = 512) -> None:
+        self.data = data
+        self.buffer_size = buffer_size
+
+    @property
+    def data(self) -> bytes:
+        """The data not yet returned by ``more()``."""
+        if self.__pos:
+            self.__data = self.__data[self.__pos :]
+            self.__pos = 0
+        return self.__data
+
+    @data.setter
+    def data(self, value: bytes) -> None:
+        self.__data = value
+        self.__pos = 0
+
+    def more(self) -> bytes:
+        pos = self.__pos
+        size = self.buffer_size
+        if len(self.__data) - pos > size:
+            self.__pos = pos + size
+            return self.__data[pos : pos + size]
+        rest = self.data
+        self.data = b""
+        return rest
+
+
+def find_prefix_at_end(haystack: AnyStr, needle: AnyStr) -> int:
+    """Return the length of the longest proper prefix of ``needle`` that ends ``haystack``.
+
+    Only meaningful when ``needle`` does not occur at the end of ``haystack``;
+    ``find_prefix_at_end(b"qwerty\\r", b"\\r\\n") == 1``.
+    """
+    if not needle:
+        return -1  # what 3.11 returned for an empty needle
+    for length in range(len(needle) - 1, 0, -1):
+        if haystack.endswith(needle[:length]):
+            return length
+    return 0
+
+
+def _partial_terminator_at_end(buf: bytes, start: int, term: bytes) -> int:
+    # find_prefix_at_end(buf[start:], term) without copying buf: only the last
+    # len(term) - 1 bytes can hold a proper prefix of term.
+    for length in range(len(term) - 1, 0, -1):
+        if buf.endswith(term[:length], start):
+            return length
+    return 0
