@@ -316,6 +316,7 @@ async def test_hand_over_to_streams() -> None:
 async def test_hand_over_to_protocol() -> None:
     m: dict[int, Any] = {}
     done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    handovers: list[asyncio.Future[Any]] = []
 
     class Upper(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -328,7 +329,7 @@ async def test_hand_over_to_protocol() -> None:
     class Handler(asyncore.dispatcher):
         def __init__(self, sock: socket.socket, map: dict[int, Any]) -> None:
             super().__init__(sock, map=map)
-            asyncio.ensure_future(asyncore_on_asyncio.to_protocol(self, Upper))
+            handovers.append(asyncio.ensure_future(asyncore_on_asyncio.to_protocol(self, Upper)))
 
     server = EchoServer(m, handler=Handler)  # type: ignore[arg-type]
     serving = asyncio.create_task(asyncore_on_asyncio.serve(m, timeout=30))
@@ -336,6 +337,7 @@ async def test_hand_over_to_protocol() -> None:
     writer.write(b"abc")
     assert await asyncio.wait_for(reader.readexactly(3), 5) == b"ABC"
     assert await done == b"abc"
+    await asyncio.gather(*handovers)
     writer.close()
     await writer.wait_closed()
     server.close()

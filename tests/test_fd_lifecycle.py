@@ -62,7 +62,7 @@ def registry_size() -> int:
 
 @pytest.mark.parametrize("use_poll", [False, True])
 def test_socket_closed_behind_the_back_gets_handle_close(pairs: Any, use_poll: bool) -> None:
-    a, b = new_pair(pairs)
+    a, _b = new_pair(pairs)
     trace: list[Any] = []
     m: dict[int, Any] = {}
     Reader(a, m, trace)
@@ -75,7 +75,7 @@ def test_socket_closed_behind_the_back_gets_handle_close(pairs: Any, use_poll: b
 
 
 def test_fd_number_reused_after_close_behind_back_is_served(pairs: Any) -> None:
-    a, b = new_pair(pairs)
+    a, _b = new_pair(pairs)
     trace: list[Any] = []
     m: dict[int, Any] = {}
     Reader(a, m, trace, "old")

@@ -159,7 +159,7 @@ def test_repeated_count_1_calls_keep_registrations(idle_pair: Any) -> None:
 def test_interest_change_is_diffed(idle_pair: Any) -> None:
     """Writers come and go with writable(); readers stay registered throughout."""
     m: dict[int, Any] = {}
-    a, b = idle_pair
+    a, _b = idle_pair
 
     class Toggle(asyncore.dispatcher):
         want_write = False
