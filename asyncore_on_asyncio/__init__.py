@@ -16,7 +16,8 @@ from __future__ import annotations
 import sys
 
 from . import asynchat, asyncore
-from ._driver import close_event_loop, get_event_loop, serve, set_loop_factory
+from ._driver import serve
+from ._engine import close_event_loop, get_event_loop, set_loop_factory
 from ._interop import (
     detach,
     spawn,

@@ -12,7 +12,7 @@ import os
 import runpy
 import sys
 
-from . import _driver, install
+from . import _engine, install
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,16 +23,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
-        help=f"event loop to use (default: ${_driver.LOOP_ENV_VAR} or asyncio)",
+        help=f"event loop to use (default: ${_engine.LOOP_ENV_VAR} or asyncio)",
     )
     parser.add_argument("script", help="path of the program to run")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     options = parser.parse_args(argv)
     if options.loop is not None:
-        os.environ[_driver.LOOP_ENV_VAR] = options.loop
+        os.environ[_engine.LOOP_ENV_VAR] = options.loop
     # Fail before the program starts if the chosen loop cannot be made.
     try:
-        _driver._factory_from_env()
+        _engine.factory_from_env()
     except (RuntimeError, ValueError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     install()

@@ -1,389 +1,176 @@
-"""What ``loop()`` and ``poll()`` mean on asyncio: cycles, counts, timeouts, which event loop.
+"""What ``loop()`` and ``poll()`` mean on asyncio: cycles, counts, timeouts, exceptions.
 
 A *cycle* is what one ``select()`` pass was in asyncore: ask every dispatcher of
-the map ``readable()``/``writable()``, make the event loop's registrations match
-(:mod:`._interest`), run the event loop until at least one fd is ready or
+the map ``readable()``/``writable()``, bring the event loop's registrations in
+line (:mod:`._interest`), let the event loop run until an fd is ready or
 ``timeout`` has passed, then dispatch what is ready, in map order.  With
 ``use_poll=False`` the dispatch follows ``select()``: every read event, then every
 write event, then every priority event.  With ``use_poll=True`` it follows
-``poll()``: one ``readwrite(obj, flags)`` per object, with the exact ``POLL*``
-flags taken from a zero-timeout ``poll()`` of just the fds that are ready.
+``poll()``: one ``readwrite(obj, flags)`` per object.  Either way the flags come
+from a zero-timeout ``poll()`` of just the fds the event loop reported, made right
+before dispatching: the event loop says *when* to look, ``poll()`` says *what*,
+exactly as 3.11 saw it (and a report made stale by an earlier handler is dropped).
 
-Handlers run in the caller's frame, never inside an asyncio callback, so their
-exceptions follow asyncore's rules and nothing reaches asyncio's exception
-handler.  While a cycle waits, the event loop runs: coroutines on the same loop
-make progress, and a change made by our own API (a new dispatcher, ``push()``,
-``close()``, another thread's write) wakes the wait so the new interest is used
-at once, within the same cycle.
+The cycles run as callbacks inside the event loop, which runs once per
+``loop()`` call (entering ``run_forever`` costs ~0.1 ms on uvloop: too much per
+cycle).  A readiness callback only records the fd and schedules one coalesced
+*step*; the step dispatches, scans and arms the next wait.  Every exception a
+step meets (a handler's ``ExitNow``/``KeyboardInterrupt``/``SystemExit``, whatever
+``handle_error``, ``readable()`` or ``writable()`` raise) is caught, the cycles
+stop, and it is raised again from ``loop()`` (or ``serve()``): nothing reaches
+asyncio's exception handler.  While a cycle waits, coroutines on the same loop run,
+and a change made through our API (a new dispatcher, ``push()``, ``close()``,
+``wakeup()``, another thread's change) makes the waiting cycle scan again at once.
 
-Each thread that calls ``loop()`` gets one event loop from the loop factory
-(:func:`set_loop_factory`, or ``ASYNCORE_ON_ASYNCIO_LOOP``), kept with its
-registrations between calls so that ``loop(timeout, count=1)`` from a host
-application is cheap.  ``serve()`` drives a map on an already running loop.
+``loop()`` called from a handler (a nested loop, legal in 3.11) cannot re-enter the
+running event loop; it runs its cycles on a private ``poll()`` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import functools
-import os
 import select
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import RERAISED
+from ._engine import Engine, engine_for, forget_engine, thread_engine, thread_engine_or_none
 from ._handlers import POLLIN, POLLOUT, POLLPRI, _exception, read, readwrite, write
-from ._interest import INVALID, PRIORITY, READ, WRITE, Registration, Registry
+from ._interest import INVALID, PRIORITY, READ, WRITE, Registration
 
-__all__ = [
-    "LOOP_ENV_VAR",
-    "close_event_loop",
-    "get_event_loop",
-    "interest_changed",
-    "map_changed",
-    "run",
-    "serve",
-    "set_loop_factory",
-]
+__all__ = ["run", "serve"]
 
-LoopFactory = Callable[[], asyncio.AbstractEventLoop]
-
-LOOP_ENV_VAR = "ASYNCORE_ON_ASYNCIO_LOOP"
 _POLLERR: int = getattr(select, "POLLERR", 0x008)
 _POLLHUP: int = getattr(select, "POLLHUP", 0x010)
 _POLLNVAL: int = getattr(select, "POLLNVAL", 0x020)
 _HAS_POLL = hasattr(select, "poll")
+_READ = READ | PRIORITY
+_READ_WRITE = READ | WRITE | PRIORITY
 DISPATCH = -1.0
 """Returned by :meth:`_Driver.resume` instead of a delay: stop waiting and dispatch."""
 
-# -- choosing the event loop --------------------------------------------------------------
-
-_factory: LoopFactory | None = None
-
-
-def set_loop_factory(factory: LoopFactory | None) -> None:
-    """Choose how event loops for ``loop()`` are made (``None``: asyncio's default, or the env var).
-
-    The calling thread's idle engine loop is closed so that its next ``loop()`` uses
-    the new factory; other threads switch when their loop is next made.
-    """
-    global _factory
-    if factory is not None and not callable(factory):
-        raise TypeError(f"loop factory must be callable or None, not {type(factory).__name__}")
-    close_event_loop()
-    _factory = factory
-
-
-def _factory_from_env() -> LoopFactory:
-    choice = os.environ.get(LOOP_ENV_VAR, "").strip().lower()
-    if choice in ("", "asyncio", "default"):
-        return asyncio.new_event_loop
-    if choice == "uvloop":
-        return uvloop_factory()
-    raise ValueError(f"{LOOP_ENV_VAR}={choice!r}: expected 'asyncio' or 'uvloop'")
-
-
-def uvloop_factory() -> LoopFactory:
-    """``uvloop.new_event_loop``, or a clear error if uvloop is not installed."""
-    try:
-        import uvloop
-    except ImportError as exc:
-        raise RuntimeError(
-            "uvloop was requested but is not installed; "
-            "install it with: pip install 'asyncore-on-asyncio[uvloop]'"
-        ) from exc
-    factory: LoopFactory = uvloop.new_event_loop
-    return factory
-
-
-class _ThreadLoop:
-    """Owns one thread's engine loop; closes it when the thread's storage is freed."""
-
-    def __init__(self, engine: _Engine) -> None:
-        self.engine = engine
-
-    def close(self) -> None:
-        engine = self.engine
-        _forget_engine(engine)
-        engine.registry.close()
-        if not engine.loop.is_closed():
-            engine.loop.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-_local = threading.local()
-
-
-def _thread_engine() -> _Engine:
-    holder: _ThreadLoop | None = getattr(_local, "holder", None)
-    if holder is None or holder.engine.loop.is_closed():
-        factory = _factory if _factory is not None else _factory_from_env()
-        loop = factory()
-        if not isinstance(loop, asyncio.AbstractEventLoop):
-            raise TypeError(f"loop factory returned {loop!r}, not an asyncio event loop")
-        holder = _ThreadLoop(_engine_for(loop))
-        _local.holder = holder
-    return holder.engine
-
-
-def get_event_loop() -> asyncio.AbstractEventLoop:
-    """The event loop that ``loop()`` drives in this thread (the running loop, if any)."""
-    running = asyncio._get_running_loop()
-    if running is not None:
-        return running
-    return _thread_engine().loop
-
-
-def close_event_loop() -> None:
-    """Close this thread's engine loop, dropping its registrations; ``loop()`` makes a new one."""
-    holder: _ThreadLoop | None = getattr(_local, "holder", None)
-    if holder is None:
-        return
-    if holder.engine.loop.is_running():
-        raise RuntimeError("cannot close the engine loop while it is running")
-    del _local.holder
-    holder.close()
-
-
-@atexit.register
-def _close_main_thread_loop() -> None:
-    holder: _ThreadLoop | None = getattr(_local, "holder", None)
-    if holder is not None and not holder.engine.loop.is_running():
-        del _local.holder
-        holder.close()
-
-
-# -- engines: one per event loop ----------------------------------------------------------
-
-
-class _Engine:
-    """The registry and the map drivers of one event loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.registry = Registry(loop)
-        self.drivers: dict[int, _Driver] = {}
-        self.thread_id = threading.get_ident()
-        self.failures: list[tuple[BaseException, Any]] = []
-
-    def driver_for(self, map: dict[Any, Any]) -> _Driver:
-        driver = self.drivers.get(id(map))
-        if driver is None or driver.map is not map:
-            if driver is not None:
-                self.registry.release(driver)
-            driver = self.drivers[id(map)] = _Driver(self, map)
-        return driver
-
-    def retire(self, driver: _Driver) -> None:
-        self.registry.release(driver)
-        if self.drivers.get(id(driver.map)) is driver:
-            del self.drivers[id(driver.map)]
-
-    def apply_change(self, map_id: int, fd: int | None, obj: object) -> None:
-        """Run in the loop's thread: forget ``fd`` if it belongs to ``obj``, rescan ``map_id``."""
-        if fd is not None:
-            self.registry.forget(fd, obj)
-        driver = self.drivers.get(map_id)
-        if driver is not None:
-            driver.changed()
-
-    def report_failure(self, exc: BaseException, dispatcher: Any) -> None:
-        """A spawned task failed: hand it to the next cycle of any driver of this loop."""
-        self.failures.append((exc, dispatcher))
-        for driver in list(self.drivers.values()):
-            driver.changed()
-
-    def raise_failures(self) -> None:
-        while self.failures:
-            exc, dispatcher = self.failures.pop(0)
-            if dispatcher is None:
-                raise exc
-            try:
-                raise exc
-            except RERAISED:
-                raise
-            except BaseException:
-                dispatcher.handle_error()
-
-
-_engines: dict[asyncio.AbstractEventLoop, _Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def _engine_for(loop: asyncio.AbstractEventLoop) -> _Engine:
-    engine = _engines.get(loop)
-    if engine is None:
-        with _engines_lock:
-            engine = _engines.setdefault(loop, _Engine(loop))
-    return engine
-
-
-def _forget_engine(engine: _Engine) -> None:
-    with _engines_lock:
-        if _engines.get(engine.loop) is engine:
-            del _engines[engine.loop]
-
-
-def engine_of_running_loop() -> _Engine | None:
-    running = asyncio._get_running_loop()
-    return None if running is None else _engine_for(running)
-
-
-def current_engine() -> _Engine:
-    """The engine of the running loop, or of this thread's engine loop."""
-    return engine_of_running_loop() or _thread_engine()
-
-
-# -- notifications from the asyncore API --------------------------------------------------
-
-
-def map_changed(map: dict[Any, Any], fd: int | None = None, obj: object = None) -> None:
-    """A dispatcher was added to or removed from ``map``; ``fd`` is being closed for ``obj``.
-
-    The registration of ``fd`` is dropped now (before the caller closes it) if this
-    thread runs the loop it is registered with, or as soon as that loop's thread
-    gets to it otherwise; a wait on ``map`` wakes to see the change.
-    """
-    if not _engines:
-        return
-    me = threading.get_ident()
-    map_id = id(map)
-    for engine in list(_engines.values()):
-        reg = None if fd is None else engine.registry.registration(fd)
-        owned = reg is not None and reg.obj is obj
-        if not owned and map_id not in engine.drivers:
-            continue
-        if engine.thread_id == me:
-            engine.apply_change(map_id, fd if owned else None, obj)
-        else:
-            try:
-                engine.loop.call_soon_threadsafe(engine.apply_change, map_id, fd if owned else None, obj)
-            except RuntimeError:
-                # That loop is closed: it has no registrations left to drop.
-                pass
-
-
-def interest_changed(obj: object) -> None:
-    """``obj``'s ``readable()``/``writable()`` may have changed: a waiting cycle re-asks at once."""
-    map = getattr(obj, "_map", None)
-    if isinstance(map, dict):
-        map_changed(map)
-
-
-# -- one map on one loop ------------------------------------------------------------------
+Snapshot = list[tuple[Any, int, Any, int]]
+"""(map key, fd, object, wanted events) for each map entry that wants something."""
 
 
 class _Driver:
     """Runs cycles over one map on one engine; the registry's :class:`~._interest.Owner`."""
 
-    def __init__(self, engine: _Engine, map: dict[Any, Any]) -> None:
+    def __init__(self, engine: Engine, map: dict[Any, Any]) -> None:
         self.engine = engine
         self.map = map
         self.waiting = False
         self.in_cycle = False
+        self.dispatching = False
+        self.rescan = False
         self.ready: dict[int, int] = {}
         self.registered: dict[int, Registration] = {}
-        self.rescan = False
-        self.snapshot: list[tuple[Any, int, Any, Any, int]] = []
+        self.snapshot: Snapshot = []
+        self._stamp = 0
         self._deadline: float | None = None
-        self._stop: Callable[[], object] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._step_handle: asyncio.Handle | None = None
+        # Set by start(): the parameters of the running loop()/serve().
+        self._timeout: float | None = None
+        self._use_poll = False
+        self._count: int | None = None
+        self._on_done: Callable[[BaseException | None], None] | None = None
 
-    # Owner protocol
+    # -- the Owner protocol of the registry, and change notifications ---------------------
+
     def wake(self) -> None:
-        stop = self._stop
-        if stop is not None:
-            self._stop = None
-            stop()
+        """End the current wait: schedule one step (coalesced)."""
+        if self.waiting and self._step_handle is None:
+            self._step_handle = self.engine.loop.call_soon(self._step)
 
     def changed(self) -> None:
-        """Interest or membership changed: end the current wait and re-scan."""
+        """Interest or membership changed: the waiting cycle scans again."""
         if self.waiting:
             self.rescan = True
             self.wake()
 
-    def scan(self, use_poll: bool) -> None:
-        """Ask every dispatcher what it wants and make the registrations match."""
-        wanted: list[tuple[Any, int, Any, Any, int]] = []
-        for key, obj in list(self.map.items()):
-            if type(key) is int:
-                fd = key
-            else:
-                fd = key.fileno()
-                if type(fd) is not int:
-                    # Not (yet) a usable fd; asked again next cycle.
-                    continue
-            is_r = obj.readable()
-            is_w = obj.writable()
-            if is_w and obj.accepting:
-                is_w = False
-            if not (is_r or is_w):
-                continue
-            sock = getattr(obj, "socket", None)
-            if sock is not None and _is_closed(sock):
-                wanted.append((key, fd, obj, sock, INVALID))
-                continue
-            events = (READ | PRIORITY if is_r else 0) | (WRITE if is_w else 0)
-            if is_w and not use_poll:
-                events |= PRIORITY
-            wanted.append((key, fd, obj, sock, events))
-        self.snapshot = wanted
-        self.engine.registry.sync(self, wanted)
+    # -- the cycle machine ----------------------------------------------------------------
 
-    def dispatch(self, use_poll: bool) -> None:
-        """Dispatch this cycle's events in map order, as ``select()`` or ``poll()`` would have."""
-        ready = self.ready
-        if not ready:
-            return
-        self.ready = {}
-        batch = [(key, fd, obj, events) for key, fd, obj, _, events in self.snapshot if fd in ready]
-        revents = _confirm(batch, ready)
-        for fd, flags in revents.items():
-            if flags & _POLLERR:
-                # uvloop (libuv) stops watching an fd after reporting an error on it.
-                self.engine.registry.rearm(fd)
-        get = self.map.get
-        if use_poll:
-            for key, fd, obj, _ in batch:
-                flags = revents[fd]
-                if flags and get(key) is obj:
-                    readwrite(obj, flags)
-            return
-        selected = [
-            (key, obj, _select_bits(events, revents[fd])) for key, fd, obj, events in batch if revents[fd]
-        ]
-        for key, obj, bits in selected:
-            if bits & READ and get(key) is obj:
-                read(obj)
-        for key, obj, bits in selected:
-            if bits & WRITE and get(key) is obj:
-                write(obj)
-        for key, obj, bits in selected:
-            if bits & PRIORITY and get(key) is obj:
-                _exception(obj)
-        for key, obj, bits in selected:
-            if bits & INVALID and get(key) is obj:
-                # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
-                readwrite(obj, _POLLNVAL)
+    def start(
+        self,
+        timeout: float | None,
+        use_poll: bool,
+        count: int | None,
+        on_done: Callable[[BaseException | None], None],
+    ) -> None:
+        """Begin cycles; ``on_done(None)`` when they end, ``on_done(exc)`` when one raised.
 
-    # A cycle, split so that the blocking and the async wait share everything else.
-    def begin(self, timeout: float | None, use_poll: bool) -> float | None:
-        """Start a cycle; return how long to wait (``None``: no limit).
+        The first scan runs now, in the caller's frame, so its exceptions propagate.
+        """
+        self._timeout = timeout
+        self._use_poll = use_poll
+        self._count = count
+        self._on_done = on_done
+        self.in_cycle = True
+        try:
+            self._arm(self.begin())
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the cycles without dispatching (cancellation, an interrupt, an error)."""
+        self.in_cycle = False
+        self.waiting = False
+        self._on_done = None
+        for handle in (self._timer, self._step_handle):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._step_handle = None
+
+    def _arm(self, delay: float | None) -> None:
+        self.rescan = False
+        self.waiting = True
+        if delay is not None:
+            self._timer = self.engine.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.wake()
+
+    def _step(self) -> None:
+        self._step_handle = None
+        self.waiting = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            delay = self.resume()
+            if delay != DISPATCH:
+                self._arm(delay)
+                return
+            self.dispatch()
+            if self._count is not None:
+                self._count -= 1
+            if not self.map or self._count == 0:
+                self._finish(None)
+                return
+            self._arm(self.begin())
+        except BaseException as exc:
+            self._finish(exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        on_done = self._on_done
+        self.stop()
+        if on_done is not None:
+            on_done(exc)
+
+    def begin(self) -> float | None:
+        """Start a cycle: scan, and return how long to wait (``None``: no limit).
 
         Readiness recorded since the last dispatch is kept: it is confirmed at dispatch.
         """
-        self.scan(use_poll)
-        loop = self.engine.loop
-        self._deadline = None if timeout is None else loop.time() + max(0.0, timeout)
+        self.scan()
+        timeout = self._timeout
+        self._deadline = None if timeout is None else self.engine.loop.time() + max(0.0, timeout)
         return self._delay()
 
-    def resume(self, use_poll: bool) -> float | None:
+    def resume(self) -> float | None:
         """After a wait: :data:`DISPATCH` when the cycle should dispatch now, else the next delay."""
         self.engine.raise_failures()
         if self.ready or not self.rescan or not self.map:
@@ -391,27 +178,92 @@ class _Driver:
         deadline = self._deadline
         if deadline is not None and self.engine.loop.time() >= deadline:
             return DISPATCH
-        self.scan(use_poll)
+        self.scan()
         return self._delay()
 
     def _delay(self) -> float | None:
         if self.ready:
+            # Let the loop poll once more, so reads ready now join this cycle.
             return 0.0
         deadline = self._deadline
         return None if deadline is None else max(0.0, deadline - self.engine.loop.time())
 
-    def arm(self, delay: float | None, stop: Callable[[], object]) -> asyncio.TimerHandle | None:
-        """Start a wait of at most ``delay`` seconds; ``stop`` ends it."""
-        self.rescan = False
-        self._stop = stop
-        self.waiting = True
-        return None if delay is None else self.engine.loop.call_later(delay, self.wake)
+    # -- scanning and dispatching ---------------------------------------------------------
 
-    def disarm(self, timer: asyncio.TimerHandle | None) -> None:
-        self.waiting = False
-        self._stop = None
-        if timer is not None:
-            timer.cancel()
+    def scan(self) -> None:
+        """Ask every dispatcher what it wants and bring the registrations in line.
+
+        The hot loop of the engine: one pass over the map, touching the registry only
+        for an fd whose object, socket or interest changed since the last scan.
+        """
+        registered = self.registered
+        registry = self.engine.registry
+        ready = self.ready
+        stamp = self._stamp = self._stamp + 1
+        write_extra = 0 if self._use_poll else PRIORITY
+        snapshot: Snapshot = []
+        append = snapshot.append
+        for key, obj in list(self.map.items()):
+            fd = key if type(key) is int else _fd_of_key(key)
+            if fd is None:
+                continue
+            events = _wanted(obj, write_extra)
+            if not events:
+                continue
+            sock = getattr(obj, "socket", None)
+            if sock is not None and _is_closed(sock):
+                events = INVALID
+            append((key, fd, obj, events))
+            reg = registered.get(fd)
+            if reg is None or reg.obj is not obj or reg.sock is not sock:
+                reg = registry.register(self, fd, obj, sock, events)
+            elif reg.events != events:
+                registry.apply(reg, events)
+            elif events & WRITE and not reg.writing:
+                ready[fd] = ready.get(fd, 0) | WRITE  # optimistic, see _interest
+            reg.seen = stamp
+        if len(registered) != len(snapshot):
+            registry.sweep(self, stamp)
+        self.snapshot = snapshot
+
+    def dispatch(self) -> None:
+        """Dispatch this cycle's events in map order, as ``select()`` or ``poll()`` would have."""
+        ready = self.ready
+        if not ready:
+            return
+        self.ready = {}
+        batch = [entry for entry in self.snapshot if entry[1] in ready]
+        revents = _confirm(batch, ready)
+        registry = self.engine.registry
+        for _, fd, _, events in batch:
+            flags = revents[fd]
+            if flags & _POLLERR:
+                # uvloop (libuv) stops watching an fd after reporting an error on it.
+                registry.rearm(fd)
+            elif events & WRITE and not flags & POLLOUT:
+                registry.block_writer(fd)
+        self.dispatching = True
+        try:
+            _dispatch(self.map, batch, revents, self._use_poll)
+        finally:
+            self.dispatching = False
+
+
+def _wanted(obj: Any, write_extra: int) -> int:
+    """READ|WRITE|PRIORITY bits for ``obj``, asking ``readable()`` then ``writable()`` as 3.11."""
+    is_r = obj.readable()
+    is_w = obj.writable()
+    if is_w and obj.accepting:
+        is_w = False  # a listening socket is never writable
+    if is_r:
+        return _READ_WRITE if is_w else _READ
+    return WRITE | write_extra if is_w else 0
+
+
+def _fd_of_key(key: Any) -> int | None:
+    fd = key.fileno()
+    # Not (yet) a usable fd: skipped, asked again next cycle.
+    return fd if type(fd) is int and fd >= 0 else None
 
 
 def _is_closed(sock: Any) -> bool:
@@ -425,7 +277,7 @@ def _is_closed(sock: Any) -> bool:
     return type(fd) is int and fd < 0
 
 
-def _confirm(batch: list[tuple[Any, int, Any, int]], ready: dict[int, int]) -> dict[int, int]:
+def _confirm(batch: Snapshot, ready: dict[int, int]) -> dict[int, int]:
     """What a zero-timeout ``poll()`` says now about the fds the event loop reported.
 
     The event loop tells *when* to look; this tells *what*, with the exact flags that
@@ -441,8 +293,10 @@ def _confirm(batch: list[tuple[Any, int, Any, int]], ready: dict[int, int]) -> d
 
 
 def _poll_request(events: int) -> int:
-    return (POLLIN if events & READ else 0) | (POLLOUT if events & WRITE else 0) | (
-        POLLPRI if events & PRIORITY else 0
+    return (
+        (POLLIN if events & READ else 0)
+        | (POLLOUT if events & WRITE else 0)
+        | (POLLPRI if events & PRIORITY else 0)
     )
 
 
@@ -460,48 +314,94 @@ def _select_bits(events: int, revents: int) -> int:
     return bits
 
 
-# -- the two entry points ------------------------------------------------------------------
+def _dispatch(map: dict[Any, Any], batch: Snapshot, revents: dict[int, int], use_poll: bool) -> None:
+    """Call the handlers for ``batch`` in 3.11's order; an event goes only to the object it was for."""
+    get = map.get
+    if use_poll:
+        for key, fd, obj, _ in batch:
+            flags = revents[fd]
+            if flags and get(key) is obj:
+                readwrite(obj, flags)
+        return
+    selected = [(key, obj, _select_bits(events, revents[fd])) for key, fd, obj, events in batch]
+    for key, obj, bits in selected:
+        if bits & READ and get(key) is obj:
+            read(obj)
+    for key, obj, bits in selected:
+        if bits & WRITE and get(key) is obj:
+            write(obj)
+    for key, obj, bits in selected:
+        if bits & PRIORITY and get(key) is obj:
+            _exception(obj)
+    for key, obj, bits in selected:
+        if bits & INVALID and get(key) is obj:
+            # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
+            readwrite(obj, _POLLNVAL)
+
+
+def _driver_for(engine: Engine, map: dict[Any, Any]) -> _Driver:
+    driver = engine.drivers.get(id(map))
+    if isinstance(driver, _Driver) and driver.map is map:
+        return driver
+    if isinstance(driver, _Driver):
+        engine.registry.release(driver)  # a dead map whose id() was reused
+    new = _Driver(engine, map)
+    engine.drivers[id(map)] = new
+    return new
+
+
+def _retire(engine: Engine, driver: _Driver) -> None:
+    engine.registry.release(driver)
+    if engine.drivers.get(id(driver.map)) is driver:
+        del engine.drivers[id(driver.map)]
+
+
+# -- the entry points -----------------------------------------------------------------------
 
 
 def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int | None) -> None:
     """Blocking: run cycles on this thread's engine loop until ``map`` is empty or ``count`` is spent."""
-    if asyncio._get_running_loop() is not None:
+    if not map or (count is not None and count <= 0):
+        return
+    use_poll = use_poll and _HAS_POLL
+    running = asyncio._get_running_loop()
+    if running is not None:
+        if _inside_a_handler(running):
+            _run_nested(map, timeout, use_poll, count)
+            return
         raise RuntimeError(
             "asyncore.loop()/poll() cannot block inside a running asyncio event loop; "
             "use 'await asyncore_on_asyncio.serve(map)' there instead"
         )
-    if not map:
-        return
-    use_poll = use_poll and _HAS_POLL
-    engine = _thread_engine()
+    engine = thread_engine()
     engine.thread_id = threading.get_ident()
-    driver = engine.driver_for(map)
+    driver = _driver_for(engine, map)
     loop = engine.loop
-    driver.in_cycle = True
+    outcome: list[BaseException | None] = []
+
+    def done(exc: BaseException | None) -> None:
+        outcome.append(exc)
+        loop.stop()
+
+    driver.start(timeout, use_poll, count, done)
     try:
-        while map and (count is None or count > 0):
-            delay = driver.begin(timeout, use_poll)
-            while delay != DISPATCH:
-                timer = driver.arm(delay, loop.stop)
-                try:
-                    loop.run_forever()
-                finally:
-                    driver.disarm(timer)
-                delay = driver.resume(use_poll)
-            driver.dispatch(use_poll)
-            if count is not None:
-                count -= 1
+        loop.run_forever()
     finally:
-        driver.in_cycle = False
+        # An interrupt (a signal) can end run_forever between two steps.
+        driver.stop()
+    if outcome and outcome[0] is not None:
+        raise outcome[0]
     if not map:
-        engine.retire(driver)
+        _retire(engine, driver)
 
 
-async def serve(map: dict[Any, Any] | None = None, timeout: float | None = 30.0, use_poll: bool = False) -> None:
+async def serve(
+    map: dict[Any, Any] | None = None, timeout: float | None = 30.0, use_poll: bool = False
+) -> None:
     """Drive ``map``'s dispatchers on the running event loop until the map is empty.
 
-    The async counterpart of ``asyncore.loop()``: the same cycles, but each wait
-    is an ``await``, so the loop keeps serving other tasks.  Several maps may be
+    The async counterpart of ``asyncore.loop()``: the same cycles, run by callbacks
+    on the running loop, so it keeps serving other tasks.  Several maps may be
     served at once.  Exceptions propagate as from ``loop()``.  When the task is
     cancelled, or ends by an exception, the map's fds are unregistered and its
     dispatchers are left open in the map (``asyncore.close_all(map)`` closes them).
@@ -511,36 +411,55 @@ async def serve(map: dict[Any, Any] | None = None, timeout: float | None = 30.0,
 
         map = asyncore.socket_map
     loop = asyncio.get_running_loop()
-    engine = _engine_for(loop)
-    if id(map) in engine.drivers and engine.drivers[id(map)].in_cycle:
+    engine = engine_for(loop)
+    existing = engine.drivers.get(id(map))
+    if isinstance(existing, _Driver) and existing.map is map and existing.in_cycle:
         raise RuntimeError("this map is already being served on this event loop")
-    use_poll = use_poll and _HAS_POLL
-    driver = engine.driver_for(map)
-    driver.in_cycle = True
+    if not map:
+        return
+    driver = _driver_for(engine, map)
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def done(exc: BaseException | None) -> None:
+        if finished.done():
+            return
+        if exc is None:
+            finished.set_result(None)
+        else:
+            finished.set_exception(exc)
+
+    driver.start(timeout, use_poll and _HAS_POLL, None, done)
     try:
-        while map:
-            delay = driver.begin(timeout, use_poll)
-            while delay != DISPATCH:
-                waiter: asyncio.Future[None] = loop.create_future()
-                timer = driver.arm(delay, functools.partial(_resolve, waiter))
-                try:
-                    await waiter
-                finally:
-                    driver.disarm(timer)
-                delay = driver.resume(use_poll)
-            driver.dispatch(use_poll)
+        await finished
     finally:
-        driver.in_cycle = False
-        engine.retire(driver)
-        if not engine.drivers and not len(engine.registry) and engine is not _thread_engine_or_none():
-            _forget_engine(engine)
+        driver.stop()
+        _retire(engine, driver)
+        if not engine.drivers and not len(engine.registry) and engine is not thread_engine_or_none():
+            forget_engine(engine)
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+# -- loop() called from a handler ------------------------------------------------------------
 
 
-def _thread_engine_or_none() -> _Engine | None:
-    holder: _ThreadLoop | None = getattr(_local, "holder", None)
-    return None if holder is None else holder.engine
+def _inside_a_handler(loop: asyncio.AbstractEventLoop) -> bool:
+    engine = engine_for(loop)
+    return any(isinstance(d, _Driver) and d.dispatching for d in list(engine.drivers.values()))
+
+
+def _run_nested(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int | None) -> None:
+    """3.11's cycles on a private ``poll()``, for a ``loop()`` called from inside a handler."""
+    write_extra = 0 if use_poll else PRIORITY
+    while map and (count is None or count > 0):
+        batch: Snapshot = []
+        for key, obj in list(map.items()):
+            fd = key if type(key) is int else _fd_of_key(key)
+            events = 0 if fd is None else _wanted(obj, write_extra)
+            if fd is not None and events:
+                batch.append((key, fd, obj, events))
+        pollster = select.poll()
+        for _, fd, _, events in batch:
+            pollster.register(fd, _poll_request(events))
+        revents = dict(pollster.poll(None if timeout is None else int(timeout * 1000)))
+        _dispatch(map, batch, {fd: revents.get(fd, 0) for _, fd, _, _ in batch}, use_poll)
+        if count is not None:
+            count -= 1

@@ -10,6 +10,12 @@ per event loop, one :class:`Registration` per integer fd and applies only the
 *difference* between what was registered and what is wanted now: an fd whose
 interest did not change costs nothing.
 
+Write interest is optimistic: an fd that wants to write is reported ready at once
+and the driver's zero-timeout poll() confirms it; only an fd that turns out not to
+be writable gets an ``add_writer`` (:meth:`Registry.block_writer`), kept while it
+wants to write.  Toggling a writer around every message would cost more than the
+message.
+
 A registration remembers the object and the socket object it was made for.  If
 the map now holds another object, or the dispatcher another socket, under the
 same fd number, the old fd was closed behind our back and the number reused: the
@@ -68,16 +74,22 @@ class Owner(Protocol):
 
 
 class Registration:
-    """What is registered for one fd, and for which object and socket."""
+    """What is registered for one fd, and for which object and socket.
+
+    ``events`` is what was last applied (-1: apply again at the next scan); ``seen``
+    the stamp of the owner's latest scan that wanted this fd.
+    """
 
     __slots__ = (
         "always_ready",
+        "events",
         "fd",
         "invalid",
         "obj",
         "owner",
         "priority",
         "reading",
+        "seen",
         "sock",
         "writing",
     )
@@ -89,6 +101,8 @@ class Registration:
         self.owner = owner
         self.reading = False
         self.writing = False
+        self.events = -1
+        self.seen = 0
         self.priority = False
         self.always_ready = False
         self.invalid = False
@@ -154,53 +168,39 @@ class Registry:
     def registration(self, fd: int) -> Registration | None:
         return self._registrations.get(fd)
 
-    def sync(
-        self,
-        owner: Owner,
-        wanted: list[tuple[Any, int, object, object, int]],
-    ) -> None:
-        """Make ``owner``'s registrations match ``wanted``: (map key, fd, object, socket, events).
+    def register(self, owner: Owner, fd: int, obj: object, sock: object, events: int) -> Registration:
+        """Register ``fd`` for ``owner``, replacing a registration made for another object.
 
         ``events`` is READ|WRITE|PRIORITY, or INVALID for a socket known to be closed.
-
-        An fd of ``owner`` that is not in ``wanted`` is unregistered.  Readiness that
-        needs no wait (regular files, invalid fds) is put in ``owner.ready`` at once.
+        Readiness that needs no wait (regular files, invalid fds, optimistic writes) is
+        put in ``owner.ready`` at once.
         """
-        registrations = self._registrations
-        stale = owner.registered
-        current: dict[int, Registration] = {}
-        for _, fd, obj, sock, events in wanted:
-            reg = registrations.get(fd)
-            if reg is not None and (reg.obj is not obj or reg.sock is not sock or reg.owner is not owner):
-                self._drop(reg)
-                reg = None
-            if reg is None:
-                reg = Registration(fd, obj, sock, owner)
-                registrations[fd] = reg
-            else:
-                stale.pop(fd, None)
-            current[fd] = reg
-            self._apply(reg, events)
-        for reg in stale.values():
+        old = self._registrations.get(fd)
+        if old is not None:
+            self._drop(old)
+        reg = self._registrations[fd] = owner.registered[fd] = Registration(fd, obj, sock, owner)
+        self.apply(reg, events)
+        return reg
+
+    def sweep(self, owner: Owner, stamp: int) -> None:
+        """Unregister the fds of ``owner`` that its latest scan (``stamp``) did not want."""
+        for reg in [reg for reg in owner.registered.values() if reg.seen != stamp]:
             self._drop(reg)
-        owner.registered = current
 
     def release(self, owner: Owner) -> None:
         """Unregister every fd of ``owner``."""
         for reg in list(owner.registered.values()):
             self._drop(reg)
-        owner.registered = {}
 
     def forget(self, fd: int, obj: object) -> None:
         """Unregister ``fd`` if it is registered for ``obj`` (called before the fd is closed)."""
         reg = self._registrations.get(fd)
         if reg is not None and reg.obj is obj:
             self._drop(reg)
-            reg.owner.registered.pop(fd, None)
             reg.owner.wake()
 
     def rearm(self, fd: int) -> None:
-        """Register ``fd`` afresh at the next sync (its watcher may have stopped)."""
+        """Register ``fd`` afresh at the next scan (its watcher may have stopped)."""
         reg = self._registrations.get(fd)
         if reg is not None:
             self._unregister(reg)
@@ -209,19 +209,21 @@ class Registry:
         """Unregister everything (the loop is about to be closed)."""
         for reg in list(self._registrations.values()):
             self._drop(reg)
-            reg.owner.registered.pop(reg.fd, None)
         if self._priority is not None:
             self._priority.close()
             self._priority = None
 
     # -- applying a diff ------------------------------------------------------------------
 
-    def _apply(self, reg: Registration, events: int) -> None:
+    def apply(self, reg: Registration, events: int) -> None:
+        """Bring ``reg`` in line with ``events``, touching the loop only for what changed."""
+        reg.events = events
         if events & INVALID or reg.invalid:
             self._unregister(reg)
             reg.owner.ready[reg.fd] = INVALID
             return
         if reg.always_ready:
+            reg.events = -1  # reported again at every scan
             ready = events & (READ | WRITE)
             if ready:
                 reg.owner.ready[reg.fd] = reg.owner.ready.get(reg.fd, 0) | ready
@@ -236,18 +238,21 @@ class Registry:
                 else:
                     loop.remove_reader(fd)
                 reg.reading = want
-            want = bool(events & WRITE)
-            if want != reg.writing:
-                if want:
-                    loop.add_writer(fd, self._on_writable, reg)
-                else:
-                    loop.remove_writer(fd)
-                reg.writing = want
+            if events & WRITE:
+                if not reg.writing:
+                    # Optimistic: a socket is writable far more often than not, and
+                    # add_/remove_writer for every message would cost more than the
+                    # message.  The driver confirms with poll() and calls block_writer()
+                    # for an fd that is not writable after all.
+                    reg.owner.ready[fd] = reg.owner.ready.get(fd, 0) | WRITE
+            elif reg.writing:
+                loop.remove_writer(fd)
+                reg.writing = False
         except PermissionError:
             # EPERM: a regular file, which select() reports as always ready.
             self._unregister(reg)
             reg.always_ready = True
-            self._apply(reg, events)
+            self.apply(reg, events)
             return
         except OSError:
             # EBADF and kin: the fd is closed; report it as poll() reports POLLNVAL.
@@ -270,6 +275,18 @@ class Registry:
             if watch is not None:
                 watch.rearm(fd)
 
+    def block_writer(self, fd: int) -> None:
+        """``fd`` wants to write but is not writable: have the loop wake us when it is."""
+        reg = self._registrations.get(fd)
+        if reg is None or reg.writing or reg.always_ready or reg.invalid:
+            return
+        try:
+            self.loop.add_writer(fd, self._on_writable, reg)
+        except OSError:
+            # Closed since the poll: the next cycle sees it (closed socket or gone from the map).
+            return
+        reg.writing = True
+
     def _priority_watch(self) -> _PriorityWatch | None:
         if self._priority is None and hasattr(select, "epoll"):
             self._priority = _PriorityWatch(self.loop, self._on_priority)
@@ -278,6 +295,7 @@ class Registry:
     def _unregister(self, reg: Registration) -> None:
         """Remove the OS-level registrations of ``reg``, keeping the record."""
         fd = reg.fd
+        reg.events = -1
         if reg.reading:
             reg.reading = False
             self._remove(self.loop.remove_reader, fd)
@@ -302,6 +320,8 @@ class Registry:
         self._unregister(reg)
         if self._registrations.get(reg.fd) is reg:
             del self._registrations[reg.fd]
+        if reg.owner.registered.get(reg.fd) is reg:
+            del reg.owner.registered[reg.fd]
 
     # -- readiness callbacks (run inside the event loop; never call user code) -------------
 

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from . import _driver
+from . import _engine
 
 __all__ = [
     "detach",
@@ -160,9 +160,9 @@ def wakeup(target: Any) -> None:
     latest after ``timeout``).  Safe from any thread; cheap when nothing waits.
     """
     if isinstance(target, dict):
-        _driver.map_changed(target)
+        _engine.map_changed(target)
     else:
-        _driver.interest_changed(target)
+        _engine.interest_changed(target)
 
 
 def spawn(coro: Coroutine[Any, Any, T], *, dispatcher: Any = None) -> asyncio.Task[T]:
@@ -175,7 +175,7 @@ def spawn(coro: Coroutine[Any, Any, T], *, dispatcher: Any = None) -> asyncio.Ta
     With no cycle running there, it goes to the loop's exception handler.
     Cancellation is not a failure.
     """
-    engine = _driver.current_engine()
+    engine = _engine.current_engine()
     task = engine.loop.create_task(coro)
 
     def report(done: asyncio.Task[T]) -> None:

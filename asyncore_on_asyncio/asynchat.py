@@ -69,7 +69,7 @@ from collections import deque
 from typing import Any, AnyStr, Protocol, Union, cast
 
 from . import asyncore
-from ._driver import interest_changed
+from ._engine import interest_changed
 
 # Exactly what ``from asynchat import *`` bound on 3.11 (it had no __all__).
 __all__ = ["async_chat", "asyncore", "deque", "find_prefix_at_end", "simple_producer"]

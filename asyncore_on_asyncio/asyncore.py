@@ -43,7 +43,7 @@ from errno import (  # noqa: F401
 from types import TracebackType
 from typing import Any
 
-from . import _driver, _interop
+from . import _driver, _engine, _interop
 from ._errors import DISCONNECTED as _DISCONNECTED
 from ._errors import RERAISED as _reraised_exceptions
 from ._errors import ExitNow  # noqa: F401 - public API
@@ -138,7 +138,7 @@ class dispatcher:
         if map is None:
             map = self._map
         map[self._fileno] = self
-        _driver.map_changed(map)
+        _engine.map_changed(map)
 
     def del_channel(self, map: dict[Any, Any] | None = None) -> None:
         fd = self._fileno
@@ -147,7 +147,7 @@ class dispatcher:
         if fd in map:
             del map[fd]
         # Unregister with the cached fd, before anyone closes it.
-        _driver.map_changed(map, fd, self)
+        _engine.map_changed(map, fd, self)
         self._fileno = None
         _interop.dispatcher_removed(self)
 
@@ -362,7 +362,7 @@ class dispatcher_with_send(dispatcher):
         self.out_buffer = self.out_buffer + data
         self.initiate_send()
         if self.out_buffer:
-            _driver.interest_changed(self)
+            _engine.interest_changed(self)
 
 
 def compact_traceback() -> tuple[tuple[str, str, str], type[BaseException] | None, BaseException | None, str]:

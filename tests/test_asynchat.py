@@ -860,6 +860,7 @@ def test_line_server_over_loopback() -> None:
         client.settimeout(5.0)
         assert client.recv(10) == b""  # closed once everything was sent
     finally:
+        asyncore.close_all(socket_map)
         client.close()
 
 
@@ -871,8 +872,8 @@ def test_push_sends_immediately_without_the_loop() -> None:
         server.push(b"now")
         wait_readable(client)
         assert client.recv(10) == b"now"
-        server.close()
     finally:
+        asyncore.close_all(socket_map)
         client.close()
 
 
@@ -891,6 +892,7 @@ def test_big_push_then_close_when_done() -> None:
         assert client.recv(10) == b""
         assert server.closed == 1  # the None queued by close_when_done calls handle_close()
     finally:
+        asyncore.close_all(socket_map)
         client.close()
 
 
@@ -918,18 +920,21 @@ def test_chat_to_chat_with_producers_and_counted_body() -> None:
 
     sender = LineChat(left, socket_map)
     receiver = Receiver(right)
-    sender.push(b"LEN %d\n" % len(body))
-    sender.push_with_producer(asynchat.simple_producer(body, 4096))
-    log: list[tuple[Any, ...]] = []
-    sender.push_with_producer(ListProducer([b"after ", b"the body\n"], log))
-    sender.push(b"")
-    sender.push(b"last\n")
-    sender.close_when_done()
-    # The sender closes once its queue is flushed; the receiver closes on that EOF.
-    run_until(lambda: not socket_map, map=socket_map, timeout=20.0)
-    assert received == [b"LEN 204800", body, b"after the body", b"last"]
-    assert sender.closed == 1
-    assert not receiver.connected
+    try:
+        sender.push(b"LEN %d\n" % len(body))
+        sender.push_with_producer(asynchat.simple_producer(body, 4096))
+        log: list[tuple[Any, ...]] = []
+        sender.push_with_producer(ListProducer([b"after ", b"the body\n"], log))
+        sender.push(b"")
+        sender.push(b"last\n")
+        sender.close_when_done()
+        # The sender closes once its queue is flushed; the receiver closes on that EOF.
+        run_until(lambda: not socket_map, map=socket_map, timeout=20.0)
+        assert received == [b"LEN 204800", body, b"after the body", b"last"]
+        assert sender.closed == 1
+        assert not receiver.connected
+    finally:
+        asyncore.close_all(socket_map)
 
 
 def test_peer_closing_mid_message() -> None:
@@ -947,13 +952,7 @@ def test_peer_closing_mid_message() -> None:
     assert server.ac_in_buffer == b"\r"  # the partial terminator is kept
 
 
-def test_peer_reset_closes_the_channel(request: pytest.FixtureRequest, loop_kind: str) -> None:
-    if loop_kind == "uvloop":
-        # uvloop (libuv) stops calling a reader once the socket has a pending error,
-        # so the unread data and the ECONNRESET are never seen; the engine must cope.
-        request.applymarker(
-            pytest.mark.xfail(reason="engine: uvloop reader dies on RST", strict=False)
-        )
+def test_peer_reset_closes_the_channel() -> None:
     socket_map: dict[int, Any] = {}
     errors: list[BaseException | None] = []
 

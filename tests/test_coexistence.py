@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import asyncore_on_asyncio
-from asyncore_on_asyncio import _driver, asynchat, asyncore
+from asyncore_on_asyncio import _engine, asynchat, asyncore
 
 pytestmark = pytest.mark.asyncio
 
@@ -40,7 +40,7 @@ class EchoServer(asyncore.dispatcher):
 
 
 def registrations() -> int:
-    engine = _driver.engine_of_running_loop()
+    engine = _engine.engine_of_running_loop()
     return 0 if engine is None else len(engine.registry)
 
 

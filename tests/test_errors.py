@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from asyncore_on_asyncio import _driver, asyncore
+from asyncore_on_asyncio import _engine, asyncore
 from tests.helpers import run_until, socketpair
 
 
@@ -48,7 +48,7 @@ def make_reader(raise_: BaseException | None, trace: list[str]) -> type[asyncore
 
 
 def registrations() -> int:
-    return len(_driver.current_engine().registry)
+    return len(_engine.current_engine().registry)
 
 
 def test_default_handle_error_prints_and_closes(

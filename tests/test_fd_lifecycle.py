@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from asyncore_on_asyncio import _driver, asyncore
+from asyncore_on_asyncio import _engine, asyncore
 from tests.helpers import run_until, socketpair
 
 
@@ -57,7 +57,7 @@ def reuse_fd(sock: socket.socket, fd: int) -> socket.socket:
 
 
 def registry_size() -> int:
-    return len(_driver.current_engine().registry)
+    return len(_engine.current_engine().registry)
 
 
 @pytest.mark.parametrize("use_poll", [False, True])

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import asyncore_on_asyncio
-from asyncore_on_asyncio import _driver, asyncore
+from asyncore_on_asyncio import _engine, asyncore
 from tests.helpers import listener, run_until, socketpair
 
 
@@ -174,7 +174,7 @@ def test_interest_change_is_diffed(idle_pair: Any) -> None:
 
     d = Toggle(a, map=m)
     asyncore.loop(timeout=0, map=m, count=1)
-    registry = _driver.current_engine().registry
+    registry = _engine.current_engine().registry
     reg = registry.registration(a.fileno())
     assert reg is not None and reg.reading and not reg.writing
     d.want_write = True
@@ -327,13 +327,13 @@ def test_env_var_chooses_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
     import uvloop
 
     asyncore_on_asyncio.set_loop_factory(None)
-    monkeypatch.setenv(_driver.LOOP_ENV_VAR, "uvloop")
+    monkeypatch.setenv(_engine.LOOP_ENV_VAR, "uvloop")
     assert isinstance(asyncore_on_asyncio.get_event_loop(), uvloop.Loop)
     asyncore_on_asyncio.close_event_loop()
-    monkeypatch.setenv(_driver.LOOP_ENV_VAR, "asyncio")
+    monkeypatch.setenv(_engine.LOOP_ENV_VAR, "asyncio")
     assert not isinstance(asyncore_on_asyncio.get_event_loop(), uvloop.Loop)
     asyncore_on_asyncio.close_event_loop()
-    monkeypatch.setenv(_driver.LOOP_ENV_VAR, "bogus")
+    monkeypatch.setenv(_engine.LOOP_ENV_VAR, "bogus")
     with pytest.raises(ValueError, match="expected 'asyncio' or 'uvloop'"):
         asyncore_on_asyncio.get_event_loop()
 
@@ -343,6 +343,6 @@ def test_missing_uvloop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
     asyncore_on_asyncio.set_loop_factory(None)
     monkeypatch.setitem(sys.modules, "uvloop", None)  # makes "import uvloop" fail
-    monkeypatch.setenv(_driver.LOOP_ENV_VAR, "uvloop")
+    monkeypatch.setenv(_engine.LOOP_ENV_VAR, "uvloop")
     with pytest.raises(RuntimeError, match=r"asyncore-on-asyncio\[uvloop\]"):
         asyncore_on_asyncio.get_event_loop()

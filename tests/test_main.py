@@ -100,7 +100,7 @@ def test_import_has_no_side_effects() -> None:
     code = (
         "import sys, asyncore_on_asyncio; "
         "assert 'asyncore' not in sys.modules or sys.version_info < (3, 12); "
-        "from asyncore_on_asyncio import _driver; assert not _driver._engines; print('ok')"
+        "from asyncore_on_asyncio import _engine; assert not _engine._engines; print('ok')"
     )
     result = subprocess.run(
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncore_on_asyncio
-from asyncore_on_asyncio import _driver, asyncore
+from asyncore_on_asyncio import _engine, asyncore
 from tests.helpers import socketpair
 
 
@@ -45,7 +45,7 @@ def wait_until_served(m: dict[int, Any], timeout: float = 5.0) -> None:
     """Block until some thread's loop() is waiting on ``m``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for engine in list(_driver._engines.values()):
+        for engine in list(_engine._engines.values()):
             driver = engine.drivers.get(id(m))
             if driver is not None and driver.waiting:
                 return

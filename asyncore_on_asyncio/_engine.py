@@ -1,0 +1,264 @@
+"""Which event loop serves dispatchers, and the per-loop engine state.
+
+Each thread that calls ``loop()`` gets one event loop from the loop factory
+(:func:`set_loop_factory`, else ``ASYNCORE_ON_ASYNCIO_LOOP``, else asyncio's
+default), kept with its registrations between calls so that ``loop(timeout,
+count=1)`` from a host application is cheap, and closed when the thread ends.
+``serve()`` uses whatever loop is running.  Every loop in use has one
+:class:`Engine`: its fd registry and the drivers of the maps it serves.
+
+The asyncore API reports changes here (:func:`map_changed`,
+:func:`interest_changed`); a change made in another thread than the loop's is
+handed over with ``call_soon_threadsafe``, so the registry is only ever touched by
+its loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ._errors import RERAISED
+from ._interest import Registry
+
+__all__ = [
+    "LOOP_ENV_VAR",
+    "Engine",
+    "close_event_loop",
+    "current_engine",
+    "engine_for",
+    "get_event_loop",
+    "interest_changed",
+    "map_changed",
+    "set_loop_factory",
+    "thread_engine",
+    "uvloop_factory",
+]
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+LOOP_ENV_VAR = "ASYNCORE_ON_ASYNCIO_LOOP"
+
+
+class MapDriver(Protocol):
+    """What the engine needs from the driver of one map (see :mod:`._driver`)."""
+
+    map: dict[Any, Any]
+
+    def changed(self) -> None: ...
+
+
+class Engine:
+    """The registry and the map drivers of one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.registry = Registry(loop)
+        self.drivers: dict[int, MapDriver] = {}
+        self.thread_id = threading.get_ident()
+        self.failures: list[tuple[BaseException, Any]] = []
+
+    def apply_change(self, map_id: int, fd: int | None, obj: object) -> None:
+        """In the loop's thread: forget ``fd`` if it is ``obj``'s, let ``map_id``'s driver rescan."""
+        if fd is not None:
+            self.registry.forget(fd, obj)
+        driver = self.drivers.get(map_id)
+        if driver is not None:
+            driver.changed()
+
+    def report_failure(self, exc: BaseException, dispatcher: Any) -> None:
+        """A spawned task failed: hand it to the next cycle of any driver of this loop."""
+        self.failures.append((exc, dispatcher))
+        for driver in list(self.drivers.values()):
+            driver.changed()
+
+    def raise_failures(self) -> None:
+        """Deliver reported failures in the caller's frame, as handler exceptions are."""
+        while self.failures:
+            exc, dispatcher = self.failures.pop(0)
+            if dispatcher is None:
+                raise exc
+            try:
+                raise exc
+            except RERAISED:
+                raise
+            except BaseException:
+                dispatcher.handle_error()
+
+
+_engines: dict[asyncio.AbstractEventLoop, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def engine_for(loop: asyncio.AbstractEventLoop) -> Engine:
+    engine = _engines.get(loop)
+    if engine is None:
+        with _engines_lock:
+            engine = _engines.setdefault(loop, Engine(loop))
+    return engine
+
+
+def forget_engine(engine: Engine) -> None:
+    with _engines_lock:
+        if _engines.get(engine.loop) is engine:
+            del _engines[engine.loop]
+
+
+# -- choosing the event loop --------------------------------------------------------------
+
+_factory: LoopFactory | None = None
+
+
+def set_loop_factory(factory: LoopFactory | None) -> None:
+    """Choose how event loops for ``loop()`` are made (``None``: the env var, else asyncio's).
+
+    The calling thread's idle engine loop is closed so that its next ``loop()`` uses
+    the new factory; other threads switch when their loop is next made.
+    """
+    global _factory
+    if factory is not None and not callable(factory):
+        raise TypeError(f"loop factory must be callable or None, not {type(factory).__name__}")
+    close_event_loop()
+    _factory = factory
+
+
+def factory_from_env() -> LoopFactory:
+    choice = os.environ.get(LOOP_ENV_VAR, "").strip().lower()
+    if choice in ("", "asyncio", "default"):
+        return asyncio.new_event_loop
+    if choice == "uvloop":
+        return uvloop_factory()
+    raise ValueError(f"{LOOP_ENV_VAR}={choice!r}: expected 'asyncio' or 'uvloop'")
+
+
+def uvloop_factory() -> LoopFactory:
+    """``uvloop.new_event_loop``, or a clear error if uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError as exc:
+        raise RuntimeError(
+            "uvloop was requested but is not installed; "
+            "install it with: pip install 'asyncore-on-asyncio[uvloop]'"
+        ) from exc
+    factory: LoopFactory = uvloop.new_event_loop
+    return factory
+
+
+class _ThreadLoop:
+    """Owns one thread's engine loop; closes it when the thread's storage is freed."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def close(self) -> None:
+        engine = self.engine
+        forget_engine(engine)
+        engine.registry.close()
+        if not engine.loop.is_closed():
+            engine.loop.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            # Best effort while a thread or the interpreter ends.
+            pass
+
+
+_local = threading.local()
+
+
+def thread_engine() -> Engine:
+    """This thread's engine loop (made by the factory on first use) and its engine."""
+    holder: _ThreadLoop | None = getattr(_local, "holder", None)
+    if holder is None or holder.engine.loop.is_closed():
+        factory = _factory if _factory is not None else factory_from_env()
+        loop = factory()
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"loop factory returned {loop!r}, not an asyncio event loop")
+        holder = _ThreadLoop(engine_for(loop))
+        _local.holder = holder
+    return holder.engine
+
+
+def thread_engine_or_none() -> Engine | None:
+    holder: _ThreadLoop | None = getattr(_local, "holder", None)
+    return None if holder is None else holder.engine
+
+
+def get_event_loop() -> asyncio.AbstractEventLoop:
+    """The event loop that ``loop()`` drives in this thread (the running loop, if any)."""
+    running = asyncio._get_running_loop()
+    if running is not None:
+        return running
+    return thread_engine().loop
+
+
+def close_event_loop() -> None:
+    """Close this thread's engine loop, dropping its registrations; ``loop()`` makes a new one."""
+    holder: _ThreadLoop | None = getattr(_local, "holder", None)
+    if holder is None:
+        return
+    if holder.engine.loop.is_running():
+        raise RuntimeError("cannot close the engine loop while it is running")
+    del _local.holder
+    holder.close()
+
+
+@atexit.register
+def _close_main_thread_loop() -> None:
+    holder: _ThreadLoop | None = getattr(_local, "holder", None)
+    if holder is not None and not holder.engine.loop.is_running():
+        del _local.holder
+        holder.close()
+
+
+def engine_of_running_loop() -> Engine | None:
+    running = asyncio._get_running_loop()
+    return None if running is None else engine_for(running)
+
+
+def current_engine() -> Engine:
+    """The engine of the running loop, or of this thread's engine loop."""
+    return engine_of_running_loop() or thread_engine()
+
+
+# -- notifications from the asyncore API --------------------------------------------------
+
+
+def map_changed(map: dict[Any, Any], fd: int | None = None, obj: object = None) -> None:
+    """A dispatcher was added to or removed from ``map``; ``fd`` is being closed for ``obj``.
+
+    The registration of ``fd`` is dropped now (before the caller closes it) if this
+    thread runs the loop it is registered with, or as soon as that loop's thread
+    gets to it otherwise; a wait on ``map`` wakes to see the change.
+    """
+    if not _engines:
+        return
+    me = threading.get_ident()
+    map_id = id(map)
+    for engine in list(_engines.values()):
+        reg = None if fd is None else engine.registry.registration(fd)
+        owned = reg is not None and reg.obj is obj
+        if not owned and map_id not in engine.drivers:
+            continue
+        forget = fd if owned else None
+        if engine.thread_id == me:
+            engine.apply_change(map_id, forget, obj)
+        else:
+            try:
+                engine.loop.call_soon_threadsafe(engine.apply_change, map_id, forget, obj)
+            except RuntimeError:
+                # That loop is closed: it has no registrations left to drop.
+                pass
+
+
+def interest_changed(obj: object) -> None:
+    """``obj``'s ``readable()``/``writable()`` may have changed: a waiting cycle re-asks at once."""
+    map = getattr(obj, "_map", None)
+    if isinstance(map, dict):
+        map_changed(map)
