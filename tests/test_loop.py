@@ -346,3 +346,47 @@ def test_missing_uvloop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv(_engine.LOOP_ENV_VAR, "uvloop")
     with pytest.raises(RuntimeError, match=r"asyncore-on-asyncio\[uvloop\]"):
         asyncore_on_asyncio.get_event_loop()
+
+
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_nested_loop_from_a_handler(use_poll: bool) -> None:
+    """3.11 allowed loop()/poll() inside a handler; it runs on a private poll() here."""
+    a, b = socketpair()
+    c, d = socketpair()
+    trace: list[str] = []
+
+    class Inner(asyncore.dispatcher):
+        def writable(self) -> bool:
+            return False
+
+        def handle_read(self) -> None:
+            trace.append("inner read " + self.recv(10).decode())
+
+    class Outer(asyncore.dispatcher):
+        def writable(self) -> bool:
+            return False
+
+        def handle_read(self) -> None:
+            trace.append("outer read " + self.recv(10).decode())
+            d.send(b"2")
+            _wait_readable(c)
+            asyncore.loop(timeout=1, use_poll=use_poll, map=inner_map, count=1)
+            trace.append("outer done")
+
+    inner_map: dict[int, Any] = {}
+    outer_map: dict[int, Any] = {}
+    Inner(c, map=inner_map)
+    outer = Outer(a, map=outer_map)
+    b.send(b"1")
+    run_until(lambda: "outer done" in trace, map=outer_map)
+    assert trace == ["outer read 1", "inner read 2", "outer done"]
+    outer.close()
+    asyncore.close_all(inner_map)
+    b.close()
+    d.close()
+
+
+def _wait_readable(sock: socket.socket) -> None:
+    import select
+
+    select.select([sock], [], [], 5)
