@@ -67,6 +67,15 @@ class _Driver:
         self.registered: dict[int, Registration] = {}
         self.snapshot: Snapshot = []
         self._stamp = 0
+        # Incremental scanning, while every object's predicates are known (see scan()).
+        self._full_scan_needed = True
+        self._next_full_scan = 0.0
+        self._dirty: set[Any] = set()
+        self._entries: dict[Any, tuple[Any, int, Any, int]] = {}
+        self._position: dict[Any, int] = {}
+        self._by_fd: dict[int, Any] = {}
+        self._next_position = 0
+        self._incremental = False
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._step_handle: asyncio.Handle | None = None
@@ -83,8 +92,15 @@ class _Driver:
         if self.waiting and self._step_handle is None:
             self._step_handle = self.engine.loop.call_soon(self._step)
 
-    def changed(self) -> None:
-        """Interest or membership changed: the waiting cycle scans again."""
+    def changed(self, key: Any = None) -> None:
+        """The entry ``key`` of the map changed (``None``: anything may have): scan it again.
+
+        A waiting cycle scans at once; otherwise the next cycle does.
+        """
+        if key is None:
+            self._full_scan_needed = True
+        else:
+            self._dirty.add(key)
         if self.waiting:
             self.rescan = True
             self.wake()
@@ -177,6 +193,7 @@ class _Driver:
             return DISPATCH
         deadline = self._deadline
         if deadline is not None and self.engine.loop.time() >= deadline:
+            self._full_scan_needed = True  # an idle cycle: time to check everything
             return DISPATCH
         self.scan()
         return self._delay()
@@ -191,11 +208,27 @@ class _Driver:
     # -- scanning and dispatching ---------------------------------------------------------
 
     def scan(self) -> None:
-        """Ask every dispatcher what it wants and bring the registrations in line.
+        """Ask the dispatchers what they want and bring the registrations in line.
 
-        The hot loop of the engine: one pass over the map, touching the registry only
-        for an fd whose object, socket or interest changed since the last scan.
+        A full scan asks every object of the map, in map order, as 3.11 did before
+        each ``select()``.  When every object's ``readable()``/``writable()`` is one of
+        ours (``dispatcher``, ``dispatcher_with_send``, ``async_chat``, not overridden),
+        their answers can only change through our API or inside their own handlers, so
+        later scans ask only the objects that changed (:meth:`changed`) or were
+        dispatched: the cost of a cycle no longer grows with idle connections.  A full
+        scan still runs after an idle cycle, at least once a second, and when the map's
+        size shows a change made behind our back.
         """
+        if (
+            self._incremental
+            and not self._full_scan_needed
+            and self.engine.loop.time() < self._next_full_scan
+        ):
+            if self._scan_changed():
+                return
+        self._scan_all()
+
+    def _scan_all(self) -> None:
         registered = self.registered
         registry = self.engine.registry
         ready = self.ready
@@ -203,11 +236,16 @@ class _Driver:
         write_extra = 0 if self._use_poll else PRIORITY
         snapshot: Snapshot = []
         append = snapshot.append
+        all_known = True
+        known = _KNOWN_PREDICATES
         for key, obj in list(self.map.items()):
             fd = key if type(key) is int else _fd_of_key(key)
             if fd is None:
+                all_known = False
                 continue
             events = _wanted(obj, write_extra)
+            if all_known and not known.get(type(obj), _predicates_known(type(obj))):
+                all_known = False
             if not events:
                 continue
             sock = getattr(obj, "socket", None)
@@ -225,6 +263,63 @@ class _Driver:
         if len(registered) != len(snapshot):
             registry.sweep(self, stamp)
         self.snapshot = snapshot
+        self._full_scan_needed = False
+        self._dirty.clear()
+        self._incremental = all_known
+        if all_known:
+            self._next_full_scan = self.engine.loop.time() + _FULL_SCAN_INTERVAL
+            self._entries = {entry[0]: entry for entry in snapshot}
+            self._by_fd = {entry[1]: entry[0] for entry in snapshot}
+            self._position = {key: index for index, key in enumerate(self.map)}
+            self._next_position = len(self._position)
+
+    def _scan_changed(self) -> bool:
+        """Scan only the changed entries; ``False`` if a full scan is needed instead."""
+        registered = self.registered
+        registry = self.engine.registry
+        entries = self._entries
+        by_fd = self._by_fd
+        position = self._position
+        write_extra = 0 if self._use_poll else PRIORITY
+        map = self.map
+        dirty = self._dirty
+        self._dirty = set()
+        for key in dirty:
+            old = entries.pop(key, None)
+            if old is not None and by_fd.get(old[1]) is key:
+                del by_fd[old[1]]
+            obj = map.get(key)
+            if obj is None:
+                position.pop(key, None)
+                if old is not None:
+                    registry.discard(self, old[1], old[2])
+                continue
+            fd = key if type(key) is int else _fd_of_key(key)
+            if fd is None or not _KNOWN_PREDICATES.get(type(obj), _predicates_known(type(obj))):
+                return False
+            if key not in position:
+                position[key] = self._next_position
+                self._next_position += 1
+            events = _wanted(obj, write_extra)
+            if old is not None and old[1] != fd:
+                registry.discard(self, old[1], old[2])
+            if not events:
+                registry.discard(self, fd, obj)
+                continue
+            sock = getattr(obj, "socket", None)
+            if sock is not None and _is_closed(sock):
+                events = INVALID
+            entries[key] = (key, fd, obj, events)
+            by_fd[fd] = key
+            reg = registered.get(fd)
+            if reg is None or reg.obj is not obj or reg.sock is not sock:
+                registry.register(self, fd, obj, sock, events)
+            elif reg.events != events:
+                registry.apply(reg, events)
+            elif events & WRITE and not reg.writing:
+                self.ready[fd] = self.ready.get(fd, 0) | WRITE  # optimistic, see _interest
+        # Every key of the map is known iff nothing was added or removed behind our back.
+        return len(position) == len(map)
 
     def dispatch(self) -> None:
         """Dispatch this cycle's events in map order, as ``select()`` or ``poll()`` would have."""
@@ -232,7 +327,15 @@ class _Driver:
         if not ready:
             return
         self.ready = {}
-        batch = [entry for entry in self.snapshot if entry[1] in ready]
+        if self._incremental:
+            entries, by_fd, position = self._entries, self._by_fd, self._position
+            batch = sorted(
+                (entries[by_fd[fd]] for fd in ready if fd in by_fd), key=lambda e: position[e[0]]
+            )
+            # Their handlers may change what they want: ask them again next cycle.
+            self._dirty.update(entry[0] for entry in batch)
+        else:
+            batch = [entry for entry in self.snapshot if entry[1] in ready]
         revents = _confirm(batch, ready)
         registry = self.engine.registry
         for _, fd, _, events in batch:
@@ -258,6 +361,31 @@ def _wanted(obj: Any, write_extra: int) -> int:
     if is_r:
         return _READ_WRITE if is_w else _READ
     return WRITE | write_extra if is_w else 0
+
+
+_FULL_SCAN_INTERVAL = 1.0
+"""Seconds between full scans while scanning incrementally (catches sockets closed
+behind a dispatcher's back and map changes that kept the map's size)."""
+
+_KNOWN_PREDICATES: dict[type, bool] = {}
+"""Per class: are both ``readable()`` and ``writable()`` ones whose answer only changes
+through this package's API or the object's own handlers?"""
+
+
+def _predicates_known(cls: type) -> bool:
+    from . import asynchat, asyncore
+
+    known = (
+        getattr(cls, "readable", None) in (asyncore.dispatcher.readable, asynchat.async_chat.readable)
+        and getattr(cls, "writable", None)
+        in (
+            asyncore.dispatcher.writable,
+            asyncore.dispatcher_with_send.writable,
+            asynchat.async_chat.writable,
+        )
+    )
+    _KNOWN_PREDICATES[cls] = known
+    return known
 
 
 def _fd_of_key(key: Any) -> int | None:

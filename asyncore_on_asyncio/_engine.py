@@ -49,7 +49,7 @@ class MapDriver(Protocol):
 
     map: dict[Any, Any]
 
-    def changed(self) -> None: ...
+    def changed(self, key: Any = None) -> None: ...
 
 
 class Engine:
@@ -62,13 +62,13 @@ class Engine:
         self.thread_id = threading.get_ident()
         self.failures: list[tuple[BaseException, Any]] = []
 
-    def apply_change(self, map_id: int, fd: int | None, obj: object) -> None:
-        """In the loop's thread: forget ``fd`` if it is ``obj``'s, let ``map_id``'s driver rescan."""
-        if fd is not None:
-            self.registry.forget(fd, obj)
+    def apply_change(self, map_id: int, key: Any, forget: int | None, obj: object) -> None:
+        """In the loop's thread: forget fd ``forget`` if it is ``obj``'s; the map's ``key`` changed."""
+        if forget is not None:
+            self.registry.forget(forget, obj)
         driver = self.drivers.get(map_id)
         if driver is not None:
-            driver.changed()
+            driver.changed(key)
 
     def report_failure(self, exc: BaseException, dispatcher: Any) -> None:
         """A spawned task failed: hand it to the next cycle of any driver of this loop."""
@@ -230,28 +230,30 @@ def current_engine() -> Engine:
 # -- notifications from the asyncore API --------------------------------------------------
 
 
-def map_changed(map: dict[Any, Any], fd: int | None = None, obj: object = None) -> None:
-    """A dispatcher was added to or removed from ``map``; ``fd`` is being closed for ``obj``.
+def map_changed(map: dict[Any, Any], key: Any = None, obj: object = None, closing: bool = False) -> None:
+    """The entry ``key`` of ``map`` (``None``: any) changed; ``closing``: ``obj`` leaves it.
 
-    The registration of ``fd`` is dropped now (before the caller closes it) if this
-    thread runs the loop it is registered with, or as soon as that loop's thread
-    gets to it otherwise; a wait on ``map`` wakes to see the change.
+    When ``closing``, the registration of fd ``key`` is dropped now (before the caller
+    closes it) if this thread runs the loop it is registered with, or as soon as that
+    loop's thread gets to it otherwise.  A wait on ``map`` wakes to see the change.
     """
     if not _engines:
         return
     me = threading.get_ident()
     map_id = id(map)
     for engine in list(_engines.values()):
-        reg = None if fd is None else engine.registry.registration(fd)
-        owned = reg is not None and reg.obj is obj
-        if not owned and map_id not in engine.drivers:
+        forget = None
+        if closing and type(key) is int:
+            reg = engine.registry.registration(key)
+            if reg is not None and reg.obj is obj:
+                forget = key
+        if forget is None and map_id not in engine.drivers:
             continue
-        forget = fd if owned else None
         if engine.thread_id == me:
-            engine.apply_change(map_id, forget, obj)
+            engine.apply_change(map_id, key, forget, obj)
         else:
             try:
-                engine.loop.call_soon_threadsafe(engine.apply_change, map_id, forget, obj)
+                engine.loop.call_soon_threadsafe(engine.apply_change, map_id, key, forget, obj)
             except RuntimeError:
                 # That loop is closed: it has no registrations left to drop.
                 pass
@@ -261,4 +263,4 @@ def interest_changed(obj: object) -> None:
     """``obj``'s ``readable()``/``writable()`` may have changed: a waiting cycle re-asks at once."""
     map = getattr(obj, "_map", None)
     if isinstance(map, dict):
-        map_changed(map)
+        map_changed(map, getattr(obj, "_fileno", None))

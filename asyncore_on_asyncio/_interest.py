@@ -182,6 +182,12 @@ class Registry:
         self.apply(reg, events)
         return reg
 
+    def discard(self, owner: Owner, fd: int, obj: object) -> None:
+        """Unregister ``fd`` if ``owner`` registered it for ``obj``."""
+        reg = owner.registered.get(fd)
+        if reg is not None and reg.obj is obj:
+            self._drop(reg)
+
     def sweep(self, owner: Owner, stamp: int) -> None:
         """Unregister the fds of ``owner`` that its latest scan (``stamp``) did not want."""
         for reg in [reg for reg in owner.registered.values() if reg.seen != stamp]:
@@ -345,4 +351,5 @@ class Registry:
         reg = self._registrations.get(fd)
         if reg is not None and reg.priority:
             self._rearm.add(fd)
+            reg.events = -1  # so that the next scan re-applies it, which re-arms
             self._deliver(reg, PRIORITY)

@@ -138,7 +138,7 @@ class dispatcher:
         if map is None:
             map = self._map
         map[self._fileno] = self
-        _engine.map_changed(map)
+        _engine.map_changed(map, self._fileno)
 
     def del_channel(self, map: dict[Any, Any] | None = None) -> None:
         fd = self._fileno
@@ -147,7 +147,7 @@ class dispatcher:
         if fd in map:
             del map[fd]
         # Unregister with the cached fd, before anyone closes it.
-        _engine.map_changed(map, fd, self)
+        _engine.map_changed(map, fd, self, closing=True)
         self._fileno = None
         _interop.dispatcher_removed(self)
 
@@ -181,6 +181,7 @@ class dispatcher:
 
     def listen(self, num: int) -> None:
         self.accepting = True
+        _engine.interest_changed(self)
         if os.name == "nt" and num > 5:
             num = 5
         return self.socket.listen(num)  # type: ignore[no-any-return]

@@ -9,7 +9,6 @@ whose ``recv`` hands out the next chunk, driven by calling ``handle_read()``.
 from __future__ import annotations
 
 import socket
-from types import ModuleType
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +41,7 @@ DOT_TERMINATOR = b"\r\n.\r\n"
 DOT_MESSAGE = b"a\r\nb\r\n.\r\nc\r\n.\r\n"
 
 
-def scenario_multibyte_terminator(ac: ModuleType, ach: ModuleType, run: Run) -> Any:
+def scenario_multibyte_terminator(ac: Any, ach: Any, run: Run) -> Any:
     class Chat(ach.async_chat):  # type: ignore[misc]
         def collect_incoming_data(self, data: bytes) -> None:
             run.record("collect", data)
@@ -67,7 +66,7 @@ def scenario_multibyte_terminator(ac: ModuleType, ach: ModuleType, run: Run) -> 
 LENGTH_MESSAGE = b"5\r\nhello3\r\nabc"
 
 
-def scenario_int_terminator(ac: ModuleType, ach: ModuleType, run: Run) -> Any:
+def scenario_int_terminator(ac: Any, ach: Any, run: Run) -> Any:
     class Chat(ach.async_chat):  # type: ignore[misc]
         def __init__(self, sock: socket.socket, map: dict[int, Any]) -> None:
             super().__init__(sock, map)
@@ -110,7 +109,7 @@ def test_int_terminator(use_poll: bool) -> None:
     assert ("found", 0) in outcome.trace
 
 
-def scenario_producers(ac: ModuleType, ach: ModuleType, run: Run) -> Any:
+def scenario_producers(ac: Any, ach: Any, run: Run) -> Any:
     """What push() and push_with_producer() queue, and how initiate_send() drains it:
     one send() per write event, in ac_out_buffer_size pieces; recv() in
     ac_in_buffer_size pieces; use_encoding's str terminator."""
@@ -164,7 +163,7 @@ def test_producers(use_poll: bool) -> None:
 # --------------------------------------------------------------------------- no sockets
 
 
-def feed(asynchat_mod: ModuleType, plan: list[Any], chunks: list[bytes]) -> list[Any]:
+def feed(asynchat_mod: Any, plan: list[Any], chunks: list[bytes]) -> list[Any]:
     """Feed ``chunks`` to an async_chat through ``recv``; ``found_terminator`` switches
     to the next terminator of ``plan`` (and keeps the last one when ``plan`` runs out).
     Returns every collect_incoming_data/found_terminator call, in order."""
@@ -219,7 +218,9 @@ def chat_inputs(draw: st.DrawFn) -> tuple[list[Any], list[bytes]]:
 
 
 # loop_kind (autouse, function-scoped) is irrelevant here: no event loop runs.
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(chat_inputs())
 def test_random_streams(inputs: tuple[list[Any], list[bytes]]) -> None:
     plan, chunks = inputs

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from types import ModuleType
 from typing import Any
 
 from .harness import Run, assert_same_behaviour, tracing
 
 
-def _reader_class(ac: ModuleType, run: Run, role: str, size: int) -> Any:
+def _reader_class(ac: Any, run: Run, role: str, size: int) -> Any:
     class Reader(tracing(ac.file_dispatcher, run)):  # type: ignore[misc]
         got = b""
 
@@ -30,7 +29,7 @@ def _reader_class(ac: ModuleType, run: Run, role: str, size: int) -> Any:
     return Reader
 
 
-def scenario_pipe(ac: ModuleType, ach: ModuleType, run: Run) -> Any:
+def scenario_pipe(ac: Any, ach: Any, run: Run) -> Any:
     """Read a pipe in 1024-byte reads; then its writer closes, with and without data left."""
     Reader = _reader_class(ac, run, "pipe", 1024)
 
@@ -68,7 +67,7 @@ def test_pipe(use_poll: bool) -> None:
     assert outcome.result == (b"abc" + b"d" * 2000, b"tail")
 
 
-def scenario_regular_file(ac: ModuleType, ach: ModuleType, run: Run) -> Any:
+def scenario_regular_file(ac: Any, ach: Any, run: Run) -> Any:
     """Write a regular file through a file_dispatcher, then read it back to EOF through
     another; select()/poll() report a regular file always ready."""
 
