@@ -92,6 +92,14 @@ class _Driver:
         if self.waiting and self._step_handle is None:
             self._step_handle = self.engine.loop.call_soon(self._step)
 
+    def parked(self, fd: int) -> None:
+        """The registry unregistered ``fd`` while no cycle ran: scan its entry again."""
+        key = self._by_fd.get(fd)
+        if key is None:
+            self._full_scan_needed = True
+        else:
+            self._dirty.add(key)
+
     def changed(self, key: Any = None) -> None:
         """The entry ``key`` of the map changed (``None``: anything may have): scan it again.
 
@@ -160,7 +168,10 @@ class _Driver:
             if delay != DISPATCH:
                 self._arm(delay)
                 return
-            self.dispatch()
+            if not self.dispatch() and self.map and not self._timed_out():
+                # Every report was stale (see _confirm): keep waiting, this is no cycle yet.
+                self._arm(self._delay())
+                return
             if self._count is not None:
                 self._count -= 1
             if not self.map or self._count == 0:
@@ -191,12 +202,15 @@ class _Driver:
         self.engine.raise_failures()
         if self.ready or not self.rescan or not self.map:
             return DISPATCH
-        deadline = self._deadline
-        if deadline is not None and self.engine.loop.time() >= deadline:
+        if self._timed_out():
             self._full_scan_needed = True  # an idle cycle: time to check everything
             return DISPATCH
         self.scan()
         return self._delay()
+
+    def _timed_out(self) -> bool:
+        deadline = self._deadline
+        return deadline is not None and self.engine.loop.time() >= deadline
 
     def _delay(self) -> float | None:
         if self.ready:
@@ -244,7 +258,7 @@ class _Driver:
                 all_known = False
                 continue
             events = _wanted(obj, write_extra)
-            if all_known and not known.get(type(obj), _predicates_known(type(obj))):
+            if all_known and not known.get(type(obj)) and not _predicates_known(type(obj)):
                 all_known = False
             if not events:
                 continue
@@ -295,7 +309,7 @@ class _Driver:
                     registry.discard(self, old[1], old[2])
                 continue
             fd = key if type(key) is int else _fd_of_key(key)
-            if fd is None or not _KNOWN_PREDICATES.get(type(obj), _predicates_known(type(obj))):
+            if fd is None or not (_KNOWN_PREDICATES.get(type(obj)) or _predicates_known(type(obj))):
                 return False
             if key not in position:
                 position[key] = self._next_position
@@ -321,11 +335,14 @@ class _Driver:
         # Every key of the map is known iff nothing was added or removed behind our back.
         return len(position) == len(map)
 
-    def dispatch(self) -> None:
-        """Dispatch this cycle's events in map order, as ``select()`` or ``poll()`` would have."""
+    def dispatch(self) -> bool:
+        """Dispatch this cycle's events in map order, as ``select()`` or ``poll()`` would have.
+
+        Returns whether any fd was still ready (``False``: nothing was dispatched).
+        """
         ready = self.ready
         if not ready:
-            return
+            return False
         self.ready = {}
         if self._incremental:
             entries, by_fd, position = self._entries, self._by_fd, self._position
@@ -345,11 +362,14 @@ class _Driver:
                 registry.rearm(fd)
             elif events & WRITE and not flags & POLLOUT:
                 registry.block_writer(fd)
+        if not any(revents.values()):
+            return False
         self.dispatching = True
         try:
             _dispatch(self.map, batch, revents, self._use_poll)
         finally:
             self.dispatching = False
+        return True
 
 
 def _wanted(obj: Any, write_extra: int) -> int:

@@ -72,6 +72,8 @@ class Owner(Protocol):
 
     def wake(self) -> None: ...
 
+    def parked(self, fd: int) -> None: ...
+
 
 class Registration:
     """What is registered for one fd, and for which object and socket.
@@ -333,13 +335,14 @@ class Registry:
 
     def _deliver(self, reg: Registration, event: int) -> None:
         owner = reg.owner
-        if owner.waiting or owner.in_cycle:
-            ready = owner.ready
-            ready[reg.fd] = ready.get(reg.fd, 0) | event
+        ready = owner.ready
+        ready[reg.fd] = ready.get(reg.fd, 0) | event  # confirmed at dispatch, kept till then
+        if owner.waiting:
             owner.wake()
-        else:
+        elif not owner.in_cycle:
             # Nobody is waiting for this map: park until its next cycle re-registers.
             self._unregister(reg)
+            owner.parked(reg.fd)
 
     def _on_readable(self, reg: Registration) -> None:
         self._deliver(reg, READ)
