@@ -61,6 +61,8 @@ class Engine:
         self.drivers: dict[int, MapDriver] = {}
         self.thread_id = threading.get_ident()
         self.failures: list[tuple[BaseException, Any]] = []
+        # fd -> write end of the pipe whose read end was dup2()ed over fd (see close_socket).
+        self.placeholders: dict[int, int] = {}
 
     def apply_change(self, map_id: int, key: Any, forget: int | None, obj: object) -> None:
         """In the loop's thread: forget fd ``forget`` if it is ``obj``'s; the map's ``key`` changed."""
@@ -69,6 +71,22 @@ class Engine:
         driver = self.drivers.get(map_id)
         if driver is not None:
             driver.changed(key)
+
+    def release_placeholder(self, fd: int) -> None:
+        """In the loop's thread: unregister ``fd`` (a placeholder now), then close it."""
+        keep = self.placeholders.pop(fd, None)
+        if keep is not None:
+            self.registry.drop_fd(fd)
+            os.close(fd)
+            os.close(keep)
+
+    def close(self) -> None:
+        """The loop is being closed: drop every registration and placeholder."""
+        self.registry.close()
+        for fd, keep in list(self.placeholders.items()):
+            del self.placeholders[fd]
+            os.close(fd)
+            os.close(keep)
 
     def report_failure(self, exc: BaseException, dispatcher: Any) -> None:
         """A spawned task failed: hand it to the next cycle of any driver of this loop."""
@@ -157,7 +175,7 @@ class _ThreadLoop:
     def close(self) -> None:
         engine = self.engine
         forget_engine(engine)
-        engine.registry.close()
+        engine.close()
         if not engine.loop.is_closed():
             engine.loop.close()
 
@@ -257,6 +275,54 @@ def map_changed(map: dict[Any, Any], key: Any = None, obj: object = None, closin
             except RuntimeError:
                 # That loop is closed: it has no registrations left to drop.
                 pass
+
+
+def close_socket(sock: Any, fd: int | None) -> None:
+    """Close a dispatcher's socket, whose fd ``fd`` a loop in another thread may still watch.
+
+    libuv aborts the process if an fd it has a pending registration change for is
+    closed behind its back, and only the loop's own thread may unregister it.  So when
+    another thread's uvloop (any loop but asyncio's selector loops) watches ``fd``,
+    the socket's file is released at once by ``dup2()``-ing a pipe over the fd
+    number, and the loop's thread unregisters and closes that placeholder.  The peer
+    sees the close immediately either way.
+    """
+    engine = None if fd is None else _foreign_watcher(fd)
+    if engine is None or fd is None:
+        sock.close()
+        return
+    placeholder, keep = os.pipe()  # never readable while ``keep`` is open: no events
+    try:
+        os.dup2(placeholder, fd)
+    finally:
+        os.close(placeholder)
+    detach = getattr(sock, "detach", None)
+    if detach is not None:
+        detach()
+    else:
+        sock.fd = -1  # a file_wrapper: its fd is the placeholder now
+    engine.placeholders[fd] = keep
+    try:
+        engine.loop.call_soon_threadsafe(engine.release_placeholder, fd)
+    except RuntimeError:
+        # That loop was closed meanwhile, and its registrations with it.
+        if engine.placeholders.pop(fd, None) is not None:
+            os.close(fd)
+            os.close(keep)
+
+
+def _foreign_watcher(fd: int) -> Engine | None:
+    if not _engines:
+        return None
+    me = threading.get_ident()
+    for engine in list(_engines.values()):
+        if (
+            engine.thread_id != me
+            and not isinstance(engine.loop, asyncio.BaseEventLoop)
+            and engine.registry.registration(fd) is not None
+        ):
+            return engine
+    return None
 
 
 def interest_changed(obj: object) -> None:

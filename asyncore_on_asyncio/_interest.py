@@ -207,6 +207,13 @@ class Registry:
             self._drop(reg)
             reg.owner.wake()
 
+    def drop_fd(self, fd: int) -> None:
+        """Unregister ``fd`` whoever it was registered for; its owner scans it again."""
+        reg = self._registrations.get(fd)
+        if reg is not None:
+            self._drop(reg)
+            reg.owner.parked(fd)
+
     def rearm(self, fd: int) -> None:
         """Register ``fd`` afresh at the next scan (its watcher may have stopped)."""
         reg = self._registrations.get(fd)

@@ -243,10 +243,11 @@ class dispatcher:
         self.connected = False
         self.accepting = False
         self.connecting = False
+        fd = self._fileno
         self.del_channel()
         if self.socket is not None:
             try:
-                self.socket.close()
+                _engine.close_socket(self.socket, fd)
             except OSError as exc:
                 if exc.errno not in (ENOTCONN, EBADF):
                     raise

@@ -187,3 +187,38 @@ def test_send_from_another_thread_goes_out_at_once() -> None:
     thread.join(5)
     assert not thread.is_alive() and errors == []
     b.close()
+
+
+def test_dispatchers_closed_from_another_thread_while_loop_waits() -> None:
+    """Thousands of dispatchers added and closed by a worker while loop() serves the map.
+
+    On uvloop, closing an fd that the loop's thread has a pending registration change
+    for used to abort the process inside libuv; close() now hands such an fd over."""
+    m: dict[int, Any] = {}
+    keep_a, keep_b = socketpair()
+    keeper = Collect(keep_a, m, 10**9)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            wait_until_served(m)
+            for _ in range(3000):
+                a, b = socket.socketpair()
+                d = Collect(a, m, 10**9)
+                d.close()
+                assert a.fileno() == -1
+                b.settimeout(5)
+                assert b.recv(1) == b""  # the peer sees the close at once
+                b.close()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            keeper.close()
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    asyncore.loop(timeout=30, map=m)
+    thread.join(30)
+    assert not thread.is_alive() and errors == []
+    assert m == {}
+    keep_b.close()
