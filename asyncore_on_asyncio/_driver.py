@@ -231,15 +231,18 @@ class _Driver:
         later scans ask only the objects that changed (:meth:`changed`) or were
         dispatched: the cost of a cycle no longer grows with idle connections.  A full
         scan still runs after an idle cycle, at least once a second, and when the map's
-        size shows a change made behind our back.
+        size shows a change made behind our back.  Between verifying scans (at least
+        once a second) a registration made for the same object is trusted to still
+        hold its socket, so a socket closed behind a dispatcher's back is noticed
+        within a second.
         """
         if (
             self._incremental
             and not self._full_scan_needed
             and self.engine.loop.time() < self._next_full_scan
+            and self._scan_changed()
         ):
-            if self._scan_changed():
-                return
+            return
         self._scan_all()
 
     def _scan_all(self) -> None:
@@ -247,7 +250,12 @@ class _Driver:
         registry = self.engine.registry
         ready = self.ready
         stamp = self._stamp = self._stamp + 1
-        write_extra = 0 if self._use_poll else PRIORITY
+        write_only = WRITE | (0 if self._use_poll else PRIORITY)
+        now = self.engine.loop.time()
+        # Sockets are checked (closed behind our back? swapped?) on a verifying scan;
+        # in between, a registration made for the same object is trusted.
+        verify = self._full_scan_needed or now >= self._next_full_scan
+        dirty = self._dirty
         snapshot: Snapshot = []
         append = snapshot.append
         all_known = True
@@ -257,19 +265,31 @@ class _Driver:
             if fd is None:
                 all_known = False
                 continue
-            events = _wanted(obj, write_extra)
-            if all_known and not known.get(type(obj)) and not _predicates_known(type(obj)):
+            # readable() then writable(), as 3.11 asked them; a listener never writes.
+            is_r = obj.readable()
+            is_w = obj.writable()
+            if is_w and obj.accepting:
+                is_w = False
+            if all_known and not (known.get(type(obj)) or _predicates_known(type(obj))):
                 all_known = False
-            if not events:
+            if is_r:
+                events = _READ_WRITE if is_w else _READ
+            elif is_w:
+                events = write_only
+            else:
                 continue
-            sock = getattr(obj, "socket", None)
-            if sock is not None and _is_closed(sock):
-                events = INVALID
-            append((key, fd, obj, events))
             reg = registered.get(fd)
-            if reg is None or reg.obj is not obj or reg.sock is not sock:
-                reg = registry.register(self, fd, obj, sock, events)
-            elif reg.events != events:
+            if reg is None or reg.obj is not obj or verify or key in dirty:
+                sock = getattr(obj, "socket", None)
+                if sock is not None and _is_closed(sock):
+                    events = INVALID
+                if reg is None or reg.obj is not obj or reg.sock is not sock:
+                    reg = registry.register(self, fd, obj, sock, events)
+                    reg.seen = stamp
+                    append((key, fd, obj, events))
+                    continue
+            append((key, fd, obj, events))
+            if reg.events != events:
                 registry.apply(reg, events)
             elif events & WRITE and not reg.writing:
                 ready[fd] = ready.get(fd, 0) | WRITE  # optimistic, see _interest
@@ -278,10 +298,11 @@ class _Driver:
             registry.sweep(self, stamp)
         self.snapshot = snapshot
         self._full_scan_needed = False
-        self._dirty.clear()
+        dirty.clear()
         self._incremental = all_known
+        if verify:
+            self._next_full_scan = now + _FULL_SCAN_INTERVAL
         if all_known:
-            self._next_full_scan = self.engine.loop.time() + _FULL_SCAN_INTERVAL
             self._entries = {entry[0]: entry for entry in snapshot}
             self._by_fd = {entry[1]: entry[0] for entry in snapshot}
             self._position = {key: index for index, key in enumerate(self.map)}
@@ -384,8 +405,9 @@ def _wanted(obj: Any, write_extra: int) -> int:
 
 
 _FULL_SCAN_INTERVAL = 1.0
-"""Seconds between full scans while scanning incrementally (catches sockets closed
-behind a dispatcher's back and map changes that kept the map's size)."""
+"""Seconds between verifying scans: they check every dispatcher's socket (closed
+behind its back? swapped without del_channel()?) and, in incremental mode, every
+entry of the map (changes made behind our back that kept the map's size)."""
 
 _KNOWN_PREDICATES: dict[type, bool] = {}
 """Per class: are both ``readable()`` and ``writable()`` ones whose answer only changes

@@ -3,9 +3,11 @@ swapped under a registered fd; and files (pipes, regular files) through file_dis
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -254,3 +256,30 @@ def _readable(sock: socket.socket) -> bool:
     import select
 
     return bool(select.select([sock], [], [], 0)[0])
+
+
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_closed_behind_back_is_noticed_while_the_loop_is_busy(pairs: Any, use_poll: bool) -> None:
+    """No idle cycle comes while other dispatchers keep it busy; the periodic verifying
+    scan (at least once a second) still finds the closed socket."""
+    a, _b = new_pair(pairs)
+    c, d = new_pair(pairs)
+    trace: list[Any] = []
+    m: dict[int, Any] = {}
+
+    class Busy(asyncore.dispatcher_with_send):
+        def handle_read(self) -> None:
+            self.send(self.recv(100))
+
+    Busy(c, map=m)
+    Reader(a, m, trace)
+    asyncore.loop(timeout=0, use_poll=use_poll, map=m, count=1)
+    a.close()
+    d.send(b"ping")
+    deadline = time.monotonic() + 5
+    while not trace and time.monotonic() < deadline:
+        asyncore.loop(timeout=1, use_poll=use_poll, map=m, count=1)
+        with contextlib.suppress(BlockingIOError):
+            d.send(d.recv(100))  # keep the echo going: no cycle is idle
+    assert trace == [("r", "close")]
+    asyncore.close_all(m)
