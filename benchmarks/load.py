@@ -1,0 +1,394 @@
+"""Load generator for the echo servers: asyncio (uvloop when installed) clients, one process.
+
+Workloads (each measured over a fixed window after a short warm-up):
+
+- ``w1`` ping-pong: ``--conns`` (100) connections, each sends one ``--line`` (64) byte line
+  and waits for its echo before sending the next; result: round trips/s.
+- ``w2`` bulk: ``--conns`` (8) connections, each keeps ``--window`` bytes of pipelined
+  ``--line``-byte lines in flight; result: echoed MiB/s.
+- ``w3`` idle scaling: ``--idle`` idle connections are opened first, then ``--conns`` (10)
+  active ping-pong connections are measured; result: round trips/s, or an error (a
+  ``select()`` server cannot take fd 1024 and dies).
+- ``w4`` churn: ``--conns`` (16) workers each loop connect / send one line / read its echo
+  / close; result: connections/s.
+
+Every result also gives the CPU time this process and the server (``--server-pid``, read
+from ``/proc``) used inside the window, so that one can tell whether the load generator
+was the bottleneck, and the server's CPU time per operation.
+
+One measurement: ``load.py w1 --port PORT [--server-pid PID]`` prints one JSON line.
+``load.py --worker`` reads one JSON request per line on stdin (the same keys as the
+options) and answers each with one JSON line; ``run.py`` drives it that way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+HOST = "127.0.0.1"
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "w1": {"conns": 100, "line": 64},
+    "w2": {"conns": 8, "line": 1024, "window": 256 * 1024, "chunk": 64 * 1024},
+    "w3": {"conns": 10, "line": 64, "idle": 1000, "setup_timeout": 120.0},
+    "w4": {"conns": 16, "line": 64},
+}
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _line(size: int) -> bytes:
+    return b"x" * (size - 1) + b"\n"
+
+
+def server_cpu(pid: int | None) -> float | None:
+    """CPU seconds (user + system) the process ``pid`` has used, or None if unknown."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:  # not Linux, or the server is gone
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+class Window:
+    """Wall time, own CPU time and server CPU time between start() and stop()."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+        self.c0 = time.process_time()
+        self.s0 = server_cpu(self.server_pid)
+
+    def stop(self, ops: float) -> dict[str, Any]:
+        wall = time.perf_counter() - self.t0
+        client = time.process_time() - self.c0
+        s1 = server_cpu(self.server_pid)
+        srv = None if self.s0 is None or s1 is None else s1 - self.s0
+        return {
+            "ops": ops,
+            "wall_s": wall,
+            "rate": ops / wall,
+            "client_cpu_s": client,
+            "client_util": client / wall,
+            "server_cpu_s": srv,
+            "server_util": None if srv is None else srv / wall,
+            "server_cpu_us_per_op": None if srv is None or not ops else srv / ops * 1e6,
+        }
+
+
+class _State:
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+        self.lost = 0
+        self.stopping = False
+
+
+class PingPong(asyncio.Protocol):
+    def __init__(self, state: _State, line: bytes) -> None:
+        self.state = state
+        self.line = line
+        self.got = 0
+        self.first_echo = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(self.line)
+
+    def data_received(self, data: bytes) -> None:
+        self.got += len(data)
+        n = len(self.line)
+        while self.got >= n:
+            self.got -= n
+            self.state.count += 1
+            if not self.first_echo.done():
+                self.first_echo.set_result(None)
+            if not self.state.stopping:
+                self.transport.write(self.line)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self.first_echo.done():
+            self.first_echo.set_exception(ConnectionError(f"closed before an echo: {exc!r}"))
+        if not self.state.stopping:
+            self.state.lost += 1
+
+
+async def _all_echoed(transports: list[Any]) -> None:
+    """Wait until every ping-pong connection had one echo: the server accepted them all."""
+    await asyncio.gather(*(t.get_protocol().first_echo for t in transports))
+
+
+class Bulk(asyncio.Protocol):
+    def __init__(self, state: _State, chunk: bytes, window: int) -> None:
+        self.state = state
+        self.chunk = chunk
+        self.window = window
+        self.inflight = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.fill()
+
+    def fill(self) -> None:
+        while not self.state.stopping and self.inflight + len(self.chunk) <= self.window:
+            self.transport.write(self.chunk)
+            self.inflight += len(self.chunk)
+
+    def data_received(self, data: bytes) -> None:
+        self.state.bytes += len(data)
+        self.inflight -= len(data)
+        self.fill()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self.state.stopping:
+            self.state.lost += 1
+
+
+class OneShot(asyncio.Protocol):
+    def __init__(self, line: bytes, echoed: asyncio.Future[None]) -> None:
+        self.line = line
+        self.echoed = echoed
+        self.closed = echoed.get_loop().create_future()
+        self.got = 0
+
+    def connection_made(self, transport: Any) -> None:
+        transport.write(self.line)
+
+    def data_received(self, data: bytes) -> None:
+        self.got += len(data)
+        if self.got >= len(self.line) and not self.echoed.done():
+            self.echoed.set_result(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self.echoed.done():
+            self.echoed.set_exception(ConnectionError(f"closed before the echo: {exc!r}"))
+        self.closed.set_result(None)
+
+
+class Idle(asyncio.Protocol):
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    def connection_made(self, transport: Any) -> None:
+        self.state.bytes += 1  # W3 counts its idle connections here
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self.state.stopping:
+            self.state.lost += 1
+
+
+async def _connect_all(
+    port: int, n: int, factory: Callable[[], asyncio.Protocol], parallel: int = 100
+) -> list[Any]:
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(parallel)
+
+    async def one() -> Any:
+        async with gate:
+            transport, _ = await loop.create_connection(factory, HOST, port)
+            return transport
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def _close_all(transports: list[Any]) -> None:
+    for t in transports:
+        t.close()
+
+
+async def _measure(
+    state: _State, meter: Window, warmup: float, duration: float, bulk: bool = False
+) -> dict[str, Any]:
+    await asyncio.sleep(warmup)
+    c0, b0 = state.count, state.bytes
+    meter.start()
+    await asyncio.sleep(duration)
+    c1, b1 = state.count, state.bytes
+    if bulk:
+        result = meter.stop((b1 - b0) / 2**20)
+        result["mib_s"] = result["rate"]
+    else:
+        result = meter.stop(c1 - c0)
+    state.stopping = True
+    if state.lost:
+        result["error"] = f"{state.lost} connection(s) lost during the measurement"
+    return result
+
+
+async def w1(port: int, meter: Window, warmup: float, duration: float, **p: Any) -> dict:
+    state = _State()
+    line = _line(p["line"])
+    transports = await _connect_all(port, p["conns"], lambda: PingPong(state, line))
+    try:
+        await _all_echoed(transports)
+        return await _measure(state, meter, warmup, duration)
+    finally:
+        state.stopping = True
+        _close_all(transports)
+
+
+async def w2(port: int, meter: Window, warmup: float, duration: float, **p: Any) -> dict:
+    state = _State()
+    line = _line(p["line"])
+    chunk = line * max(1, p["chunk"] // len(line))
+    transports = await _connect_all(port, p["conns"], lambda: Bulk(state, chunk, p["window"]))
+    try:
+        return await _measure(state, meter, warmup, duration, bulk=True)
+    finally:
+        state.stopping = True
+        _close_all(transports)
+
+
+async def w3(port: int, meter: Window, warmup: float, duration: float, **p: Any) -> dict:
+    state = _State()
+    idle: list[Any] = []
+    active: list[Any] = []
+    line = _line(p["line"])
+    try:
+        async with asyncio.timeout(p["setup_timeout"]):
+            idle = await _connect_all(port, p["idle"], lambda: Idle(state))
+            active = await _connect_all(port, p["conns"], lambda: PingPong(state, line))
+            # The server may still be accepting the idle connections (asyncore accepts
+            # one per pass): the window starts only when the active ones are served.
+            await _all_echoed(active)
+        if state.lost:
+            return {"error": f"server dropped {state.lost} connection(s) during setup"}
+        result = await _measure(state, meter, warmup, duration)
+        result["idle"] = p["idle"]
+        return result
+    except TimeoutError:
+        return {"error": f"setup of {p['idle']} idle connections took > {p['setup_timeout']} s"}
+    except OSError as exc:
+        return {"error": f"failed after {state.bytes} idle connections: {exc!r}"}
+    finally:
+        state.stopping = True
+        _close_all(idle)
+        _close_all(active)
+
+
+async def w4(port: int, meter: Window, warmup: float, duration: float, **p: Any) -> dict:
+    loop = asyncio.get_running_loop()
+    state = _State()
+    line = _line(p["line"])
+    errors: list[str] = []
+
+    async def worker() -> None:
+        while not state.stopping:
+            echoed: asyncio.Future[None] = loop.create_future()
+            protocol = OneShot(line, echoed)
+            try:
+                async with asyncio.timeout(5.0):
+                    transport, _ = await loop.create_connection(lambda p=protocol: p, HOST, port)
+                    try:
+                        await echoed
+                    finally:
+                        transport.close()
+                        await protocol.closed
+            except (OSError, TimeoutError) as exc:
+                errors.append(repr(exc))
+                await asyncio.sleep(0.01)
+            else:
+                state.count += 1
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(p["conns"])]
+    try:
+        result = await _measure(state, meter, warmup, duration)
+    finally:
+        state.stopping = True
+        await asyncio.gather(*workers, return_exceptions=True)
+    if errors:
+        result["error"] = f"{len(errors)} failed connection(s), first: {errors[0]}"
+    return result
+
+
+WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "w4": w4}
+
+
+def _params(request: dict[str, Any]) -> dict[str, Any]:
+    params = dict(DEFAULTS[request["workload"]])
+    params.update({k: v for k, v in request.items() if k in params and v is not None})
+    return params
+
+
+async def run_one(request: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement described by ``request`` and return its result."""
+    workload = request["workload"]
+    params = _params(request)
+    meter = Window(request.get("server_pid"))
+    try:
+        result = await WORKLOADS[workload](
+            request["port"],
+            meter,
+            request.get("warmup", 0.5),
+            request.get("duration", 2.0),
+            **params,
+        )
+    except OSError as exc:
+        result = {"error": repr(exc)}
+    result.update(workload=workload, params=params)
+    return result
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # the default loop will do, more slowly
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _setup(cpu: int | None) -> None:
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError as exc:  # CPU not in our cpuset: run unpinned, say so
+            print(f"load: cannot pin to CPU {cpu}: {exc}", file=sys.stderr)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workload", nargs="?", choices=sorted(WORKLOADS))
+    parser.add_argument("--worker", action="store_true", help="serve JSON requests on stdin")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--server-pid", type=int)
+    parser.add_argument("--cpu", type=int, help="pin to this CPU if possible")
+    parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--conns", type=int)
+    parser.add_argument("--line", type=int)
+    parser.add_argument("--idle", type=int)
+    parser.add_argument("--window", type=int)
+    args = parser.parse_args(argv)
+    _setup(args.cpu)
+    loop = _new_loop()
+    try:
+        if args.worker:
+            for raw in sys.stdin:
+                if raw.strip():
+                    result = loop.run_until_complete(run_one(json.loads(raw)))
+                    sys.stdout.write(json.dumps(result) + "\n")
+                    sys.stdout.flush()
+        else:
+            if args.workload is None or args.port is None:
+                parser.error("a workload and --port are needed (or --worker)")
+            request = {k: v for k, v in vars(args).items() if v is not None}
+            print(json.dumps(loop.run_until_complete(run_one(request))))
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    main()

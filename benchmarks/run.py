@@ -1,0 +1,380 @@
+"""Run every echo-server variant under the same loopback load and report ratios.
+
+``python benchmarks/run.py [--quick]`` starts one server process per (variant, handler)
+(:mod:`echo_server`, pinned to one CPU when possible) and one load-generator process
+(:mod:`load`, pinned to another CPU), then measures, round after round, every workload on
+every server in turn (interleaved: A B C ... A B C ..., the order rotated each round).
+It prints one table per workload and handler with the medians over the rounds and their
+ratios to ``pyasyncore-select`` (a) and to ``native-uvloop`` (f), writes
+``benchmarks/results.json`` and, if matplotlib is importable, ``benchmarks/ratios.png``.
+
+Throughput is only meaningful while the load generator is not the bottleneck; its CPU
+use is reported next to every number, and so is the server's CPU time per operation,
+which stays comparable when throughput is not (a busy machine, a saturated client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import selectors
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from echo_server import HANDLERS, VARIANTS  # noqa: E402
+
+BASE = "pyasyncore-select"
+NATIVE = "native-uvloop"
+LABELS = {
+    "w1": "W1 ping-pong (round trips/s)",
+    "w2": "W2 bulk (MiB/s)",
+    "w3": "W3 idle scaling (round trips/s of the active connections)",
+    "w4": "W4 churn (connections/s)",
+}
+
+
+class Server:
+    """One echo server process; restarted if it dies (a select() server does at fd 1024)."""
+
+    def __init__(self, variant: str, handler: str, tmp: Path, cpu: int | None) -> None:
+        self.variant, self.handler, self.tmp, self.cpu = variant, handler, tmp, cpu
+        self.name = f"{variant}/{handler}"
+        self.restarts = -1
+        self.reports: list[dict[str, Any]] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        self.restarts += 1
+        stem = self.tmp / f"{self.variant}-{self.handler}-{self.restarts}"
+        portfile = Path(f"{stem}.port")
+        self.stderr_path = Path(f"{stem}.err")
+        cmd = [sys.executable, str(HERE / "echo_server.py"), self.variant, self.handler]
+        cmd.append(str(portfile))
+        if self.cpu is not None:
+            cmd += ["--cpu", str(self.cpu)]
+        with open(self.stderr_path, "w") as err:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        deadline = time.monotonic() + 20
+        while not portfile.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server {self.name} did not start: {self.last_error()}")
+            time.sleep(0.02)
+        self.port = int(portfile.read_text())
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def last_error(self) -> str:
+        try:
+            lines = self.stderr_path.read_text().strip().splitlines()
+        except OSError:  # never started
+            return ""
+        return lines[-1] if lines else ""
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        for line in out.splitlines():
+            if line.startswith("{"):
+                self.reports.append(json.loads(line))
+
+
+class LoadWorker:
+    """The load generator, a long-lived ``load.py --worker`` answering JSON requests."""
+
+    def __init__(self, cpu: int | None) -> None:
+        self.cpu = cpu
+        self.start()
+
+    def start(self) -> None:
+        cmd = [sys.executable, str(HERE / "load.py"), "--worker"]
+        if self.cpu is not None:
+            cmd += ["--cpu", str(self.cpu)]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+
+    def request(self, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.stop()
+            self.start()
+            return {"error": f"load generator gave no answer within {timeout:.0f} s"}
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def _cpus() -> tuple[int | None, int | None]:
+    """CPUs for the servers and for the load generator (None: do not pin)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return cpus[0], cpus[1]
+
+
+def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
+    plan: list[dict[str, Any]] = [{"workload": w} for w in args.workloads if w != "w3"]
+    if "w3" in args.workloads:
+        plan += [{"workload": "w3", "idle": k} for k in args.idle]
+    return plan
+
+
+def _key(req: dict[str, Any]) -> str:
+    return req["workload"] + (f"-k{req['idle']}" if "idle" in req else "")
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    server_cpu, client_cpu = (None, None) if args.no_pin else _cpus()
+    combos = [(v, h) for h in args.handlers for v in args.variants]
+    raw: list[dict[str, Any]] = []
+    started = time.time()
+    loadavg_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    with tempfile.TemporaryDirectory(prefix="echo-bench-") as tmpdir:
+        servers = {c: Server(*c, Path(tmpdir), server_cpu) for c in combos}
+        for s in servers.values():
+            s.start()
+        worker = LoadWorker(client_cpu)
+        try:
+            for rnd in range(args.rounds):
+                shift = rnd % len(combos)
+                order = combos[shift:] + combos[:shift]
+                for step in _plan(args):
+                    for combo in order:
+                        if step["workload"] == "w3" and combo[1] not in args.w3_handlers:
+                            continue
+                        raw.append(_one(args, worker, servers[combo], step, rnd))
+        finally:
+            worker.stop()
+            for s in servers.values():
+                s.stop()
+    return {
+        "raw": raw,
+        "servers": {
+            s.name: {"restarts": s.restarts, "exit_reports": s.reports} for s in servers.values()
+        },
+        "environment": {
+            "python": sys.version,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "server_cpu": server_cpu,
+            "client_cpu": client_cpu,
+            "loadavg_before": loadavg_before,
+            "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "elapsed_s": time.time() - started,
+        },
+    }
+
+
+def _one(
+    args: argparse.Namespace, worker: LoadWorker, server: Server, step: dict[str, Any], rnd: int
+) -> dict[str, Any]:
+    if not server.alive():
+        server.start()
+    assert server.proc is not None
+    req = dict(step, port=server.port, server_pid=server.proc.pid)
+    req.update(duration=args.duration, warmup=args.warmup)
+    t0 = time.monotonic()
+    result = worker.request(req, timeout=args.duration + args.warmup + 150)
+    took = time.monotonic() - t0
+    if not server.alive():
+        died = f"server died: {server.last_error()}"
+        result["error"] = f"{result['error']}; {died}" if "error" in result else died
+    result.update(key=_key(step), variant=server.variant, handler=server.handler, round=rnd)
+    label = result.get("error") or f"{result['rate']:.0f}/s"
+    print(
+        f"  round {rnd} {result['key']:9} {server.name:24} {took:5.1f} s  {label}",
+        file=sys.stderr,
+    )
+    return result
+
+
+def _median(values: list[float | None]) -> float | None:
+    clean = [v for v in values if v is not None]
+    return statistics.median(clean) if clean else None
+
+
+def summarize(data: dict[str, Any]) -> dict[str, Any]:
+    """Medians per (workload, handler, variant) and ratios to (a) and (f)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in data["raw"]:
+        groups.setdefault((r["key"], r["handler"], r["variant"]), []).append(r)
+    summary: dict[str, Any] = {}
+    for (key, handler, variant), runs in groups.items():
+        ok = [r for r in runs if "rate" in r and "error" not in r]
+        row: dict[str, Any] = {
+            "rounds_ok": len(ok),
+            "errors": sorted({r["error"] for r in runs if "error" in r}),
+        }
+        for field in ("rate", "server_cpu_us_per_op", "client_util", "server_util"):
+            row[field] = _median([r.get(field) for r in ok])
+        summary.setdefault(key, {}).setdefault(handler, {})[variant] = row
+    for handlers in summary.values():
+        for rows in handlers.values():
+            for ref_name, ref in (("a", rows.get(BASE)), ("f", rows.get(NATIVE))):
+                for row in rows.values():
+                    row[f"rate_vs_{ref_name}"] = _ratio(row["rate"], ref and ref["rate"])
+                    # CPU per op the other way round, so that > 1 always means "better".
+                    row[f"cpu_eff_vs_{ref_name}"] = _ratio(
+                        ref and ref["server_cpu_us_per_op"], row["server_cpu_us_per_op"]
+                    )
+    return summary
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num and den else None
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _bound(row: dict[str, Any]) -> str:
+    """Which process set the pace: the one near a full CPU, if any."""
+    if (row["client_util"] or 0) >= 0.9:
+        return "client"
+    if (row["server_util"] or 0) >= 0.9:
+        return "server"
+    return "-"
+
+
+def table(summary: dict[str, Any], variants: list[str]) -> str:
+    out = []
+    head = (
+        "| variant | median | vs (a) | vs (f) | server µs/op | CPU eff. vs (a) | vs (f) "
+        "| server CPU | client CPU | bound | ok/errors |"
+    )
+    for key in sorted(summary):
+        for handler, rows in sorted(summary[key].items()):
+            wl = key.split("-")[0]
+            extra = f", K={key.split('-k')[1]} idle" if "-k" in key else ""
+            out.append(f"\n{LABELS[wl]}{extra}, handler {handler}\n")
+            out += [head, "|" + " --- |" * 11]
+            for v in variants:
+                r = rows.get(v)
+                if r is None:
+                    continue
+                errors = f"{r['rounds_ok']}/{len(r['errors'])}"
+                if r["errors"]:
+                    errors += f" ({r['errors'][0][:60]})"
+                out.append(
+                    f"| {v} | {_fmt(r['rate'], ',.0f')} | {_fmt(r['rate_vs_a'], '.2f')} "
+                    f"| {_fmt(r['rate_vs_f'], '.2f')} | {_fmt(r['server_cpu_us_per_op'], '.1f')} "
+                    f"| {_fmt(r['cpu_eff_vs_a'], '.2f')} | {_fmt(r['cpu_eff_vs_f'], '.2f')} "
+                    f"| {_fmt(r['server_util'], '.0%')} | {_fmt(r['client_util'], '.0%')} "
+                    f"| {_bound(r)} | {errors} |"
+                )
+    return "\n".join(out)
+
+
+def chart(summary: dict[str, Any], variants: list[str], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not importable: no chart drawn"
+    groups = [(k, h) for k in sorted(summary) for h in sorted(summary[k])]
+    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(groups)), 5))
+    width = 0.8 / len(variants)
+    for i, v in enumerate(variants):
+        ys = [(summary[k][h].get(v) or {}).get("rate_vs_a") or 0 for k, h in groups]
+        ax.bar([g + i * width for g in range(len(groups))], ys, width, label=v)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{k}\n{h}" for k, h in groups])
+    ax.axhline(1.0, color="black", linewidth=0.5)
+    ax.set_ylabel(f"throughput / {BASE}")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return f"chart written to {path}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="about one minute: short windows")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, help="seconds per measurement (default 2)")
+    parser.add_argument("--warmup", type=float, help="seconds before each window (default 0.5)")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--handlers", default=",".join(HANDLERS))
+    parser.add_argument("--workloads", help="comma-separated, default w1,w2,w3,w4 (quick: no w3)")
+    parser.add_argument("--idle", default="1000", help="W3 idle counts, e.g. 1000,5000,10000")
+    parser.add_argument("--w3-handlers", default="plain", help="handlers W3 runs on")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--output", default=str(HERE / "results.json"))
+    parser.add_argument("--chart", default=str(HERE / "ratios.png"))
+    args = parser.parse_args(argv)
+
+    args.duration = args.duration or (0.4 if args.quick else 2.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.15 if args.quick else 0.5)
+    args.variants = args.variants.split(",")
+    args.handlers = args.handlers.split(",")
+    args.w3_handlers = args.w3_handlers.split(",")
+    default_workloads = "w1,w2,w4" if args.quick else "w1,w2,w4,w3"
+    args.workloads = (args.workloads or default_workloads).split(",")
+    args.idle = [int(k) for k in args.idle.split(",")]
+    if args.rounds < 3:
+        print("warning: fewer than 3 rounds; medians will be weak", file=sys.stderr)
+
+    data = measure(args)
+    load = data["environment"]["loadavg_before"]
+    if load and load[0] > 0.5:
+        data["environment"]["warning"] = (
+            f"the machine was busy before the run (1-minute load average {load[0]:.1f}): "
+            "throughput shows each process's share of a CPU more than its speed; "
+            "trust server CPU time per op (CPU eff.) more"
+        )
+    data["settings"] = {k: v for k, v in vars(args).items() if k not in ("output", "chart")}
+    data["summary"] = summarize(data)
+    text = table(data["summary"], args.variants)
+    print(text)
+    print(
+        "\n(a) = pyasyncore-select, (f) = native-uvloop; ratios > 1 are better than the "
+        "reference.\nCPU eff. = reference's server CPU time per op / this one's. "
+        "server/client CPU = share of one CPU used in the window.\n"
+        "bound: which process used >= 90% of its CPU (client = the load generator set the\n"
+        "pace: compare CPU eff. instead); '-': neither, the CPUs were shared or idle."
+    )
+    if "warning" in data["environment"]:
+        print(f"\nWARNING: {data['environment']['warning']}")
+    Path(args.output).write_text(json.dumps(data, indent=1))
+    print(f"\nresults written to {args.output}")
+    print(chart(data["summary"], args.variants, Path(args.chart)))
+
+
+if __name__ == "__main__":
+    main()

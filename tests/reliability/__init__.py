@@ -1,0 +1,1 @@
+"""Reliability suite: peer faults, handler exceptions, threads and scale, on both event loops."""
