@@ -319,19 +319,37 @@ class _Driver:
         map = self.map
         dirty = self._dirty
         self._dirty = set()
+        ready = self.ready
         for key in dirty:
+            obj = map.get(key)
+            old = entries.get(key)
+            if old is not None and obj is old[2]:
+                # The common case: a dispatcher that just ran, or was pushed to, asks again.
+                events = _wanted(obj, write_extra)
+                fd = old[1]
+                reg = registered.get(fd)
+                if events and reg is not None and reg.obj is obj:
+                    if events != old[3]:
+                        entries[key] = (key, fd, obj, events)
+                    if reg.events != events:
+                        registry.apply(reg, events)
+                    elif events & WRITE and not reg.writing:
+                        ready[fd] = ready.get(fd, 0) | WRITE  # optimistic, see _interest
+                    continue
             old = entries.pop(key, None)
             if old is not None and by_fd.get(old[1]) is key:
                 del by_fd[old[1]]
-            obj = map.get(key)
             if obj is None:
                 position.pop(key, None)
                 if old is not None:
                     registry.discard(self, old[1], old[2])
                 continue
-            fd = key if type(key) is int else _fd_of_key(key)
-            if fd is None or not (_KNOWN_PREDICATES.get(type(obj)) or _predicates_known(type(obj))):
+            key_fd = key if type(key) is int else _fd_of_key(key)
+            if key_fd is None or not (
+                _KNOWN_PREDICATES.get(type(obj)) or _predicates_known(type(obj))
+            ):
                 return False
+            fd = key_fd
             if key not in position:
                 position[key] = self._next_position
                 self._next_position += 1
@@ -352,7 +370,7 @@ class _Driver:
             elif reg.events != events:
                 registry.apply(reg, events)
             elif events & WRITE and not reg.writing:
-                self.ready[fd] = self.ready.get(fd, 0) | WRITE  # optimistic, see _interest
+                ready[fd] = ready.get(fd, 0) | WRITE  # optimistic, see _interest
         # Every key of the map is known iff nothing was added or removed behind our back.
         return len(position) == len(map)
 

@@ -110,6 +110,13 @@ class Engine:
 
 _engines: dict[asyncio.AbstractEventLoop, Engine] = {}
 _engines_lock = threading.Lock()
+_engine_list: tuple[Engine, ...] = ()
+"""A snapshot of ``_engines``' values, safe to iterate from any thread (notifications)."""
+
+
+def _publish() -> None:
+    global _engine_list
+    _engine_list = tuple(_engines.values())
 
 
 def engine_for(loop: asyncio.AbstractEventLoop) -> Engine:
@@ -117,6 +124,7 @@ def engine_for(loop: asyncio.AbstractEventLoop) -> Engine:
     if engine is None:
         with _engines_lock:
             engine = _engines.setdefault(loop, Engine(loop))
+            _publish()
     return engine
 
 
@@ -124,6 +132,7 @@ def forget_engine(engine: Engine) -> None:
     with _engines_lock:
         if _engines.get(engine.loop) is engine:
             del _engines[engine.loop]
+            _publish()
 
 
 # -- choosing the event loop --------------------------------------------------------------
@@ -255,11 +264,9 @@ def map_changed(map: dict[Any, Any], key: Any = None, obj: object = None, closin
     closes it) if this thread runs the loop it is registered with, or as soon as that
     loop's thread gets to it otherwise.  A wait on ``map`` wakes to see the change.
     """
-    if not _engines:
-        return
-    me = threading.get_ident()
     map_id = id(map)
-    for engine in list(_engines.values()):
+    me = threading.get_ident()
+    for engine in _engine_list:
         forget = None
         if closing and type(key) is int:
             reg = engine.registry.registration(key)
@@ -312,10 +319,8 @@ def close_socket(sock: Any, fd: int | None) -> None:
 
 
 def _foreign_watcher(fd: int) -> Engine | None:
-    if not _engines:
-        return None
     me = threading.get_ident()
-    for engine in list(_engines.values()):
+    for engine in _engine_list:
         if (
             engine.thread_id != me
             and not isinstance(engine.loop, asyncio.BaseEventLoop)
@@ -326,7 +331,24 @@ def _foreign_watcher(fd: int) -> Engine | None:
 
 
 def interest_changed(obj: object) -> None:
-    """``obj``'s ``readable()``/``writable()`` may have changed: a waiting cycle re-asks at once."""
+    """``obj``'s ``readable()``/``writable()`` may have changed: a waiting cycle re-asks at once.
+
+    Called for every ``push()``: the common case (one engine, this thread) is kept short.
+    """
     map = getattr(obj, "_map", None)
-    if isinstance(map, dict):
-        map_changed(map, getattr(obj, "_fileno", None))
+    if not _engine_list or map is None:
+        return
+    map_id = id(map)
+    for engine in _engine_list:
+        driver = engine.drivers.get(map_id)
+        if driver is None:
+            continue
+        key = getattr(obj, "_fileno", None)
+        if engine.thread_id == threading.get_ident():
+            driver.changed(key)
+            continue
+        try:
+            engine.loop.call_soon_threadsafe(engine.apply_change, map_id, key, None, obj)
+        except RuntimeError:
+            # That loop is closed: nothing waits there.
+            pass
