@@ -63,6 +63,7 @@ class Engine:
         self.failures: list[tuple[BaseException, Any]] = []
         # fd -> write end of the pipe whose read end was dup2()ed over fd (see close_socket).
         self.placeholders: dict[int, int] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()  # started by spawn(), kept alive till done
 
     def apply_change(self, map_id: int, key: Any, forget: int | None, obj: object) -> None:
         """In the loop's thread: forget fd ``forget`` if it is ``obj``'s; the map's ``key`` changed."""

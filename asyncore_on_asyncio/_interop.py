@@ -177,8 +177,12 @@ def spawn(coro: Coroutine[Any, Any, T], *, dispatcher: Any = None) -> asyncio.Ta
     """
     engine = _engine.current_engine()
     task = engine.loop.create_task(coro)
+    # The event loop keeps only weak references to tasks: keep this one alive until done,
+    # as a handler typically drops the returned task.
+    engine.tasks.add(task)
 
     def report(done: asyncio.Task[T]) -> None:
+        engine.tasks.discard(done)
         if done.cancelled():
             return
         exc = done.exception()
@@ -188,7 +192,11 @@ def spawn(coro: Coroutine[Any, Any, T], *, dispatcher: Any = None) -> asyncio.Ta
             engine.report_failure(exc, dispatcher)
         else:
             engine.loop.call_exception_handler(
-                {"message": "exception in a task started by asyncore_on_asyncio.spawn()", "exception": exc, "task": done}
+                {
+                    "message": "exception in a task started by asyncore_on_asyncio.spawn()",
+                    "exception": exc,
+                    "task": done,
+                }
             )
 
     task.add_done_callback(report)

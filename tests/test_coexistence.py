@@ -411,3 +411,28 @@ async def test_detach_refuses_to_lose_buffered_data() -> None:
     assert sock is a and m == {} and d.socket is None and not d.connected
     sock.close()
     b.close()
+
+
+async def test_spawned_task_is_kept_alive_without_a_reference() -> None:
+    """The loop holds tasks only weakly; spawn() keeps its task until it is done, so a
+    coroutine waiting on a future that nothing else references is not collected."""
+    import gc
+    import weakref
+
+    waiting: weakref.WeakSet[asyncio.Future[str]] = weakref.WeakSet()
+    results: list[str] = []
+
+    async def wait_for_signal() -> None:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        waiting.add(future)
+        results.append(await future)
+
+    asyncore_on_asyncio.spawn(wait_for_signal())  # the returned task is dropped
+    await asyncio.sleep(0)
+    gc.collect()
+    assert len(waiting) == 1, "the spawned task was garbage-collected while pending"
+    for future in list(waiting):
+        future.set_result("signalled")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert results == ["signalled"]
