@@ -46,6 +46,8 @@ _POLLNVAL: int = getattr(select, "POLLNVAL", 0x020)
 _HAS_POLL = hasattr(select, "poll")
 _READ = READ | PRIORITY
 _READ_WRITE = READ | WRITE | PRIORITY
+_TIMER_SLACK = 0.0005
+"""A deadline timer firing this early (seconds) counts as due."""
 DISPATCH = -1.0
 """Returned by :meth:`_Driver.resume` instead of a delay: stop waiting and dispatch."""
 
@@ -78,6 +80,8 @@ class _Driver:
         self._incremental = False
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._soon: asyncio.TimerHandle | None = None
+        self._wake_at: float | None = None
         self._step_handle: asyncio.Handle | None = None
         # Set by start(): the parameters of the running loop()/serve().
         self._timeout: float | None = None
@@ -142,27 +146,58 @@ class _Driver:
         self.in_cycle = False
         self.waiting = False
         self._on_done = None
-        for handle in (self._timer, self._step_handle):
+        for handle in (self._timer, self._soon, self._step_handle):
             if handle is not None:
                 handle.cancel()
-        self._timer = self._step_handle = None
+        self._timer = self._soon = self._step_handle = None
 
     def _arm(self, delay: float | None) -> None:
+        """Wait for readiness, a change, or ``delay`` seconds (``None``: no limit).
+
+        One timer serves many cycles: a busy loop arms a later deadline every cycle,
+        and the pending timer, firing early, just re-arms for the rest.  A zero delay
+        (readiness already known) uses its own zero timer, which runs after the loop's
+        next poll, so reads that are ready by then join this cycle.
+        """
         self.rescan = False
         self.waiting = True
-        if delay is not None:
-            self._timer = self.engine.loop.call_later(delay, self._on_timer)
+        loop = self.engine.loop
+        if delay is None:
+            self._wake_at = None
+        elif delay <= 0:
+            if self._soon is None:
+                self._soon = loop.call_later(0, self._on_soon)
+        else:
+            when = loop.time() + delay
+            self._wake_at = when
+            timer = self._timer
+            if timer is not None:
+                if timer.when() <= when:
+                    return
+                timer.cancel()
+            self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_soon(self) -> None:
+        self._soon = None
+        self.wake()
 
     def _on_timer(self) -> None:
         self._timer = None
+        wake_at = self._wake_at
+        if wake_at is None or not self.waiting:
+            return
+        remaining = wake_at - self.engine.loop.time()
+        if remaining > _TIMER_SLACK:
+            self._timer = self.engine.loop.call_later(remaining, self._on_timer)
+            return
         self.wake()
 
     def _step(self) -> None:
         self._step_handle = None
         self.waiting = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         try:
             delay = self.resume()
             if delay != DISPATCH:
