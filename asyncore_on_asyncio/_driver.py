@@ -34,25 +34,30 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._dispatch import (
+    POLLERR,
+    READ_ONLY,
+    READ_WRITE,
+    Snapshot,
+    confirm,
+    dispatch_batch,
+    fd_of_key,
+    is_closed,
+    run_nested,
+    wanted,
+)
 from ._engine import Engine, engine_for, forget_engine, thread_engine, thread_engine_or_none
-from ._handlers import POLLIN, POLLOUT, POLLPRI, _exception, read, readwrite, write
-from ._interest import INVALID, PRIORITY, READ, WRITE, Registration
+from ._handlers import POLLOUT
+from ._interest import INVALID, PRIORITY, WRITE, Registration
 
 __all__ = ["run", "serve"]
 
-_POLLERR: int = getattr(select, "POLLERR", 0x008)
-_POLLHUP: int = getattr(select, "POLLHUP", 0x010)
-_POLLNVAL: int = getattr(select, "POLLNVAL", 0x020)
 _HAS_POLL = hasattr(select, "poll")
-_READ = READ | PRIORITY
-_READ_WRITE = READ | WRITE | PRIORITY
 _TIMER_SLACK = 0.0005
 """A deadline timer firing this early (seconds) counts as due."""
 DISPATCH = -1.0
 """Returned by :meth:`_Driver.resume` instead of a delay: stop waiting and dispatch."""
 
-Snapshot = list[tuple[Any, int, Any, int]]
-"""(map key, fd, object, wanted events) for each map entry that wants something."""
 
 
 class _Driver:
@@ -296,7 +301,7 @@ class _Driver:
         all_known = True
         known = _KNOWN_PREDICATES
         for key, obj in list(self.map.items()):
-            fd = key if type(key) is int else _fd_of_key(key)
+            fd = key if type(key) is int else fd_of_key(key)
             if fd is None:
                 all_known = False
                 continue
@@ -308,7 +313,7 @@ class _Driver:
             if all_known and not (known.get(type(obj)) or _predicates_known(type(obj))):
                 all_known = False
             if is_r:
-                events = _READ_WRITE if is_w else _READ
+                events = READ_WRITE if is_w else READ_ONLY
             elif is_w:
                 events = write_only
             else:
@@ -316,7 +321,7 @@ class _Driver:
             reg = registered.get(fd)
             if reg is None or reg.obj is not obj or verify or key in dirty:
                 sock = getattr(obj, "socket", None)
-                if sock is not None and _is_closed(sock):
+                if sock is not None and is_closed(sock):
                     events = INVALID
                 if reg is None or reg.obj is not obj or reg.sock is not sock:
                     reg = registry.register(self, fd, obj, sock, events)
@@ -360,7 +365,7 @@ class _Driver:
             old = entries.get(key)
             if old is not None and obj is old[2]:
                 # The common case: a dispatcher that just ran, or was pushed to, asks again.
-                events = _wanted(obj, write_extra)
+                events = wanted(obj, write_extra)
                 fd = old[1]
                 reg = registered.get(fd)
                 if events and reg is not None and reg.obj is obj:
@@ -379,7 +384,7 @@ class _Driver:
                 if old is not None:
                     registry.discard(self, old[1], old[2])
                 continue
-            key_fd = key if type(key) is int else _fd_of_key(key)
+            key_fd = key if type(key) is int else fd_of_key(key)
             if key_fd is None or not (
                 _KNOWN_PREDICATES.get(type(obj)) or _predicates_known(type(obj))
             ):
@@ -388,14 +393,14 @@ class _Driver:
             if key not in position:
                 position[key] = self._next_position
                 self._next_position += 1
-            events = _wanted(obj, write_extra)
+            events = wanted(obj, write_extra)
             if old is not None and old[1] != fd:
                 registry.discard(self, old[1], old[2])
             if not events:
                 registry.discard(self, fd, obj)
                 continue
             sock = getattr(obj, "socket", None)
-            if sock is not None and _is_closed(sock):
+            if sock is not None and is_closed(sock):
                 events = INVALID
             entries[key] = (key, fd, obj, events)
             by_fd[fd] = key
@@ -427,11 +432,11 @@ class _Driver:
             self._dirty.update(entry[0] for entry in batch)
         else:
             batch = [entry for entry in self.snapshot if entry[1] in ready]
-        revents = _confirm(batch, ready)
+        revents = confirm(batch, ready)
         registry = self.engine.registry
         for _, fd, _, events in batch:
             flags = revents[fd]
-            if flags & _POLLERR:
+            if flags & POLLERR:
                 # uvloop (libuv) stops watching an fd after reporting an error on it.
                 registry.rearm(fd)
             elif events & WRITE and not flags & POLLOUT:
@@ -440,21 +445,10 @@ class _Driver:
             return False
         self.dispatching = True
         try:
-            _dispatch(self.map, batch, revents, self._use_poll)
+            dispatch_batch(self.map, batch, revents, self._use_poll)
         finally:
             self.dispatching = False
         return True
-
-
-def _wanted(obj: Any, write_extra: int) -> int:
-    """READ|WRITE|PRIORITY bits for ``obj``, asking ``readable()`` then ``writable()`` as 3.11."""
-    is_r = obj.readable()
-    is_w = obj.writable()
-    if is_w and obj.accepting:
-        is_w = False  # a listening socket is never writable
-    if is_r:
-        return _READ_WRITE if is_w else _READ
-    return WRITE | write_extra if is_w else 0
 
 
 _FULL_SCAN_INTERVAL = 1.0
@@ -481,85 +475,6 @@ def _predicates_known(cls: type) -> bool:
     )
     _KNOWN_PREDICATES[cls] = known
     return known
-
-
-def _fd_of_key(key: Any) -> int | None:
-    fd = key.fileno()
-    # Not (yet) a usable fd: skipped, asked again next cycle.
-    return fd if type(fd) is int and fd >= 0 else None
-
-
-def _is_closed(sock: Any) -> bool:
-    fileno = getattr(sock, "fileno", None)
-    if fileno is None:
-        return False
-    try:
-        fd = fileno()
-    except (OSError, ValueError):
-        return True
-    return type(fd) is int and fd < 0
-
-
-def _confirm(batch: Snapshot, ready: dict[int, int]) -> dict[int, int]:
-    """What a zero-timeout ``poll()`` says now about the fds the event loop reported.
-
-    The event loop tells *when* to look; this tells *what*, with the exact flags that
-    3.11's ``select()``/``poll()`` saw.  It also drops stale reports (a callback that
-    asyncio queued before a handler drained the fd).
-    """
-    pollster = select.poll()
-    for _, fd, _, events in batch:
-        if not ready[fd] & INVALID:
-            pollster.register(fd, _poll_request(events))
-    revents = dict(pollster.poll(0))
-    return {fd: _POLLNVAL if ready[fd] & INVALID else revents.get(fd, 0) for _, fd, _, _ in batch}
-
-
-def _poll_request(events: int) -> int:
-    return (
-        (POLLIN if events & READ else 0)
-        | (POLLOUT if events & WRITE else 0)
-        | (POLLPRI if events & PRIORITY else 0)
-    )
-
-
-def _select_bits(events: int, revents: int) -> int:
-    """Which of select()'s three sets an fd is in, given poll() revents (Linux's mapping)."""
-    if revents & _POLLNVAL:
-        return INVALID
-    bits = 0
-    if events & READ and revents & (POLLIN | _POLLHUP | _POLLERR):
-        bits |= READ
-    if events & WRITE and revents & (POLLOUT | _POLLERR):
-        bits |= WRITE
-    if events & PRIORITY and revents & POLLPRI:
-        bits |= PRIORITY
-    return bits
-
-
-def _dispatch(map: dict[Any, Any], batch: Snapshot, revents: dict[int, int], use_poll: bool) -> None:
-    """Call the handlers for ``batch`` in 3.11's order; an event goes only to the object it was for."""
-    get = map.get
-    if use_poll:
-        for key, fd, obj, _ in batch:
-            flags = revents[fd]
-            if flags and get(key) is obj:
-                readwrite(obj, flags)
-        return
-    selected = [(key, obj, _select_bits(events, revents[fd])) for key, fd, obj, events in batch]
-    for key, obj, bits in selected:
-        if bits & READ and get(key) is obj:
-            read(obj)
-    for key, obj, bits in selected:
-        if bits & WRITE and get(key) is obj:
-            write(obj)
-    for key, obj, bits in selected:
-        if bits & PRIORITY and get(key) is obj:
-            _exception(obj)
-    for key, obj, bits in selected:
-        if bits & INVALID and get(key) is obj:
-            # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
-            readwrite(obj, _POLLNVAL)
 
 
 def _driver_for(engine: Engine, map: dict[Any, Any]) -> _Driver:
@@ -590,7 +505,7 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
     running = asyncio._get_running_loop()
     if running is not None:
         if _inside_a_handler(running):
-            _run_nested(map, timeout, use_poll, count)
+            run_nested(map, timeout, use_poll, count)
             return
         raise RuntimeError(
             "asyncore.loop()/poll() cannot block inside a running asyncio event loop; "
@@ -669,20 +584,3 @@ def _inside_a_handler(loop: asyncio.AbstractEventLoop) -> bool:
     return any(isinstance(d, _Driver) and d.dispatching for d in list(engine.drivers.values()))
 
 
-def _run_nested(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int | None) -> None:
-    """3.11's cycles on a private ``poll()``, for a ``loop()`` called from inside a handler."""
-    write_extra = 0 if use_poll else PRIORITY
-    while map and (count is None or count > 0):
-        batch: Snapshot = []
-        for key, obj in list(map.items()):
-            fd = key if type(key) is int else _fd_of_key(key)
-            events = 0 if fd is None else _wanted(obj, write_extra)
-            if fd is not None and events:
-                batch.append((key, fd, obj, events))
-        pollster = select.poll()
-        for _, fd, _, events in batch:
-            pollster.register(fd, _poll_request(events))
-        revents = dict(pollster.poll(None if timeout is None else int(timeout * 1000)))
-        _dispatch(map, batch, {fd: revents.get(fd, 0) for _, fd, _, _ in batch}, use_poll)
-        if count is not None:
-            count -= 1

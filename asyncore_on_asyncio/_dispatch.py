@@ -1,0 +1,149 @@
+"""Turning readiness into 3.11's callbacks: what each object wants, what is ready, in which order.
+
+The driver (:mod:`._driver`) decides *when* a cycle dispatches; this module decides
+*what*: :func:`confirm` asks a zero-timeout ``poll()`` for the exact flags of the fds
+the event loop reported, and :func:`dispatch_batch` calls the handlers in the order
+3.11's ``select()`` or ``poll()`` loop did.  :func:`run_nested` is that loop on a
+private ``poll()``, for ``loop()`` called from inside a handler.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Any
+
+from ._handlers import POLLIN, POLLOUT, POLLPRI, _exception, read, readwrite, write
+from ._interest import INVALID, PRIORITY, READ, WRITE
+
+__all__ = [
+    "POLLERR",
+    "POLLHUP",
+    "POLLNVAL",
+    "READ_ONLY",
+    "READ_WRITE",
+    "Snapshot",
+    "confirm",
+    "dispatch_batch",
+    "fd_of_key",
+    "is_closed",
+    "run_nested",
+    "wanted",
+]
+
+POLLERR: int = getattr(select, "POLLERR", 0x008)
+POLLHUP: int = getattr(select, "POLLHUP", 0x010)
+POLLNVAL: int = getattr(select, "POLLNVAL", 0x020)
+READ_ONLY = READ | PRIORITY
+READ_WRITE = READ | WRITE | PRIORITY
+
+Snapshot = list[tuple[Any, int, Any, int]]
+"""(map key, fd, object, wanted events) for each map entry that wants something."""
+
+
+def wanted(obj: Any, write_extra: int) -> int:
+    """READ|WRITE|PRIORITY bits for ``obj``, asking ``readable()`` then ``writable()`` as 3.11."""
+    is_r = obj.readable()
+    is_w = obj.writable()
+    if is_w and obj.accepting:
+        is_w = False  # a listening socket is never writable
+    if is_r:
+        return READ_WRITE if is_w else READ_ONLY
+    return WRITE | write_extra if is_w else 0
+
+
+def fd_of_key(key: Any) -> int | None:
+    fd = key.fileno()
+    # Not (yet) a usable fd: skipped, asked again next cycle.
+    return fd if type(fd) is int and fd >= 0 else None
+
+
+def is_closed(sock: Any) -> bool:
+    fileno = getattr(sock, "fileno", None)
+    if fileno is None:
+        return False
+    try:
+        fd = fileno()
+    except (OSError, ValueError):
+        return True
+    return type(fd) is int and fd < 0
+
+
+def confirm(batch: Snapshot, ready: dict[int, int]) -> dict[int, int]:
+    """What a zero-timeout ``poll()`` says now about the fds the event loop reported.
+
+    The event loop tells *when* to look; this tells *what*, with the exact flags that
+    3.11's ``select()``/``poll()`` saw.  It also drops stale reports (a callback that
+    asyncio queued before a handler drained the fd).
+    """
+    pollster = select.poll()
+    for _, fd, _, events in batch:
+        if not ready[fd] & INVALID:
+            pollster.register(fd, poll_request(events))
+    revents = dict(pollster.poll(0))
+    return {fd: POLLNVAL if ready[fd] & INVALID else revents.get(fd, 0) for _, fd, _, _ in batch}
+
+
+def poll_request(events: int) -> int:
+    return (
+        (POLLIN if events & READ else 0)
+        | (POLLOUT if events & WRITE else 0)
+        | (POLLPRI if events & PRIORITY else 0)
+    )
+
+
+def select_bits(events: int, revents: int) -> int:
+    """Which of select()'s three sets an fd is in, given poll() revents (Linux's mapping)."""
+    if revents & POLLNVAL:
+        return INVALID
+    bits = 0
+    if events & READ and revents & (POLLIN | POLLHUP | POLLERR):
+        bits |= READ
+    if events & WRITE and revents & (POLLOUT | POLLERR):
+        bits |= WRITE
+    if events & PRIORITY and revents & POLLPRI:
+        bits |= PRIORITY
+    return bits
+
+
+def dispatch_batch(map: dict[Any, Any], batch: Snapshot, revents: dict[int, int], use_poll: bool) -> None:
+    """Call the handlers for ``batch`` in 3.11's order; an event goes only to the object it was for."""
+    get = map.get
+    if use_poll:
+        for key, fd, obj, _ in batch:
+            flags = revents[fd]
+            if flags and get(key) is obj:
+                readwrite(obj, flags)
+        return
+    selected = [(key, obj, select_bits(events, revents[fd])) for key, fd, obj, events in batch]
+    for key, obj, bits in selected:
+        if bits & READ and get(key) is obj:
+            read(obj)
+    for key, obj, bits in selected:
+        if bits & WRITE and get(key) is obj:
+            write(obj)
+    for key, obj, bits in selected:
+        if bits & PRIORITY and get(key) is obj:
+            _exception(obj)
+    for key, obj, bits in selected:
+        if bits & INVALID and get(key) is obj:
+            # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
+            readwrite(obj, POLLNVAL)
+
+
+def run_nested(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int | None) -> None:
+    """3.11's cycles on a private ``poll()``, for a ``loop()`` called from inside a handler."""
+    write_extra = 0 if use_poll else PRIORITY
+    while map and (count is None or count > 0):
+        batch: Snapshot = []
+        for key, obj in list(map.items()):
+            fd = key if type(key) is int else fd_of_key(key)
+            events = 0 if fd is None else wanted(obj, write_extra)
+            if fd is not None and events:
+                batch.append((key, fd, obj, events))
+        pollster = select.poll()
+        for _, fd, _, events in batch:
+            pollster.register(fd, poll_request(events))
+        revents = dict(pollster.poll(None if timeout is None else int(timeout * 1000)))
+        dispatch_batch(map, batch, {fd: revents.get(fd, 0) for _, fd, _, _ in batch}, use_poll)
+        if count is not None:
+            count -= 1
