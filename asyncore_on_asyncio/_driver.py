@@ -310,7 +310,7 @@ class _Driver:
             is_w = obj.writable()
             if is_w and obj.accepting:
                 is_w = False
-            if all_known and not (known.get(type(obj)) or _predicates_known(type(obj))):
+            if all_known and not _known(obj, known):
                 all_known = False
             if is_r:
                 events = READ_WRITE if is_w else READ_ONLY
@@ -385,9 +385,7 @@ class _Driver:
                     registry.discard(self, old[1], old[2])
                 continue
             key_fd = key if type(key) is int else fd_of_key(key)
-            if key_fd is None or not (
-                _KNOWN_PREDICATES.get(type(obj)) or _predicates_known(type(obj))
-            ):
+            if key_fd is None or not _known(obj, _KNOWN_PREDICATES):
                 return False
             fd = key_fd
             if key not in position:
@@ -459,6 +457,15 @@ entry of the map (changes made behind our back that kept the map's size)."""
 _KNOWN_PREDICATES: dict[type, bool] = {}
 """Per class: are both ``readable()`` and ``writable()`` ones whose answer only changes
 through this package's API or the object's own handlers?"""
+
+
+def _known(obj: Any, known: dict[type, bool]) -> bool:
+    """Are ``obj``'s predicates ours, on its class and not replaced on the instance?"""
+    cls = type(obj)
+    if not (known.get(cls) or _predicates_known(cls)):
+        return False
+    attrs = getattr(obj, "__dict__", None)
+    return attrs is None or ("readable" not in attrs and "writable" not in attrs)
 
 
 def _predicates_known(cls: type) -> bool:

@@ -390,3 +390,36 @@ def _wait_readable(sock: socket.socket) -> None:
     import select
 
     select.select([sock], [], [], 5)
+
+
+def test_predicate_replaced_on_the_instance_is_asked_every_cycle(idle_pair: Any) -> None:
+    """Dispatchers with the stock predicates are scanned incrementally, unless an instance
+    carries its own readable()/writable(): then, as in 3.11, they are asked every cycle,
+    also while another dispatcher keeps every cycle busy."""
+    m: dict[int, Any] = {}
+    busy_a, busy_b = socketpair()
+
+    class Busy(asyncore.dispatcher):  # stock predicates: always writable, so never idle
+        def handle_read(self) -> None:
+            self.recv(100)
+
+        def handle_write(self) -> None:
+            pass
+
+    Busy(busy_a, map=m)
+    quiet = asyncore.dispatcher(idle_pair[0], map=m)
+    calls: list[int] = []
+
+    def readable() -> bool:
+        calls.append(1)
+        return True
+
+    quiet.readable = readable  # type: ignore[method-assign]
+    quiet.writable = lambda: False  # type: ignore[method-assign]
+    for _ in range(5):
+        busy_b.send(b"x")
+        _wait_readable(busy_a)
+        asyncore.loop(timeout=5, map=m, count=1)
+    assert len(calls) == 5
+    asyncore.close_all(m)
+    busy_b.close()
