@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import select
 import socket
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import pytest
 
 from asyncore_on_asyncio import _engine
 
-__all__ = ["collapse_runs", "read_available", "registrations", "wait_for_error"]
+__all__ = [
+    "collapse_runs",
+    "fd_limit",
+    "read_available",
+    "registrations",
+    "sender",
+    "vm_rss_kib",
+    "wait_for_error",
+]
 
 DEADLINE = 10.0
 """Seconds any single wait may take before the test fails."""
@@ -59,3 +72,49 @@ def collapse_runs(trace: list[tuple[Any, ...]], names: set[str]) -> list[tuple[A
         else:
             out.append(event)
     return out
+
+
+@contextlib.contextmanager
+def fd_limit(needed: int) -> Iterator[None]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit for the duration, then restore it.
+    Fails the test, saying why, if even the hard limit is below ``needed``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if target < needed:
+        pytest.fail(
+            f"this test needs {needed} file descriptors, but RLIMIT_NOFILE's hard limit is"
+            f" {hard}; raise it (ulimit -Hn, or LimitNOFILE= for a service)",
+            pytrace=False,
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def vm_rss_kib() -> int:
+    """This process's resident set size (VmRSS in /proc/self/status), in KiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def sender(sock: socket.socket, data: bytes, chunk: int = 1 << 16) -> Callable[[], bool]:
+    """A pump for run_until predicates: each call writes as much of ``data`` as non-blocking
+    ``sock`` takes now; returns True once all of it is written."""
+    view = memoryview(data)
+    sent = 0
+
+    def pump() -> bool:
+        nonlocal sent
+        while sent < len(view):
+            try:
+                sent += sock.send(view[sent : sent + chunk])
+            except BlockingIOError:
+                return False
+        return True
+
+    return pump
