@@ -59,7 +59,6 @@ DISPATCH = -1.0
 """Returned by :meth:`_Driver.resume` instead of a delay: stop waiting and dispatch."""
 
 
-
 class _Driver:
     """Runs cycles over one map on one engine; the registry's :class:`~._interest.Owner`."""
 
@@ -209,7 +208,8 @@ class _Driver:
                 self._arm(delay)
                 return
             if not self.dispatch() and self.map and not self._timed_out():
-                # Every report was stale (see _confirm): keep waiting, this is no cycle yet.
+                # Nothing was ready after all (a stale report, see _dispatch.confirm, or a
+                # timer firing a little early): keep waiting, this is no cycle yet.
                 self._arm(self._delay())
                 return
             if self._count is not None:
@@ -240,11 +240,13 @@ class _Driver:
     def resume(self) -> float | None:
         """After a wait: :data:`DISPATCH` when the cycle should dispatch now, else the next delay."""
         self.engine.raise_failures()
-        if self.ready or not self.rescan or not self.map:
+        if self.ready or not self.map:
             return DISPATCH
         if self._timed_out():
             self._full_scan_needed = True  # an idle cycle: time to check everything
             return DISPATCH
+        if not self.rescan:
+            return DISPATCH  # a timer a little early: dispatch() finds nothing and re-arms
         self.scan()
         return self._delay()
 
