@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import select
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -301,7 +302,6 @@ class _Driver:
         snapshot: Snapshot = []
         append = snapshot.append
         all_known = True
-        known = _KNOWN_PREDICATES
         for key, obj in list(self.map.items()):
             fd = key if type(key) is int else fd_of_key(key)
             if fd is None:
@@ -312,7 +312,7 @@ class _Driver:
             is_w = obj.writable()
             if is_w and obj.accepting:
                 is_w = False
-            if all_known and not _known(obj, known):
+            if all_known and not _known(obj):
                 all_known = False
             if is_r:
                 events = READ_WRITE if is_w else READ_ONLY
@@ -387,7 +387,7 @@ class _Driver:
                     registry.discard(self, old[1], old[2])
                 continue
             key_fd = key if type(key) is int else fd_of_key(key)
-            if key_fd is None or not _known(obj, _KNOWN_PREDICATES):
+            if key_fd is None or not _known(obj):
                 return False
             fd = key_fd
             if key not in position:
@@ -456,15 +456,15 @@ _FULL_SCAN_INTERVAL = 1.0
 behind its back? swapped without del_channel()?) and, in incremental mode, every
 entry of the map (changes made behind our back that kept the map's size)."""
 
-_KNOWN_PREDICATES: dict[type, bool] = {}
+_KNOWN_PREDICATES: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 """Per class: are both ``readable()`` and ``writable()`` ones whose answer only changes
 through this package's API or the object's own handlers?"""
 
 
-def _known(obj: Any, known: dict[type, bool]) -> bool:
+def _known(obj: Any) -> bool:
     """Are ``obj``'s predicates ours, on its class and not replaced on the instance?"""
     cls = type(obj)
-    if not (known.get(cls) or _predicates_known(cls)):
+    if not (_KNOWN_PREDICATES.get(cls) or _predicates_known(cls)):
         return False
     attrs = getattr(obj, "__dict__", None)
     return attrs is None or ("readable" not in attrs and "writable" not in attrs)
