@@ -19,7 +19,6 @@ being added to ``ALL_EXAMPLES`` (and so to a test) here.
 from __future__ import annotations
 
 import ast
-import importlib.metadata
 import os
 import re
 import subprocess
@@ -127,17 +126,6 @@ def run_example(
         argv = [*python, "-m", "asyncore_on_asyncio", "--loop", loop_kind, script, *args]
         return _run(argv, _env(None), cwd)
     return _run([*python, script, *args], _env(loop_kind), cwd)
-
-
-def _reference_available() -> bool:
-    if sys.version_info < (3, 12):
-        return True  # the standard library's own
-    try:
-        importlib.metadata.distribution("pyasyncore")
-        importlib.metadata.distribution("pyasynchat")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 def run_on_reference(example: Example, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -302,7 +290,6 @@ def test_migration_step(example: Example, loop_kind: str, tmp_path: Path) -> Non
         assert f"event loop: {loop_kind}" in result.stderr
 
 
-@pytest.mark.skipif(not _reference_available(), reason="no reference asyncore/asynchat")
 @pytest.mark.parametrize("example", LEGACY_EXAMPLES, ids=_id)
 def test_legacy_example_on_reference_asyncore(
     example: Example, loop_kind: str, tmp_path: Path
