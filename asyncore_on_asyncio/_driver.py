@@ -291,7 +291,6 @@ class _Driver:
     def _scan_all(self) -> None:
         registered = self.registered
         registry = self.engine.registry
-        ready = self.ready
         stamp = self._stamp = self._stamp + 1
         write_only = WRITE | (0 if self._use_poll else PRIORITY)
         now = self.engine.loop.time()
@@ -331,10 +330,7 @@ class _Driver:
                     append((key, fd, obj, events))
                     continue
             append((key, fd, obj, events))
-            if reg.events != events:
-                registry.apply(reg, events)
-            elif events & WRITE and not reg.writing:
-                ready[fd] = ready.get(fd, 0) | WRITE  # optimistic, see _interest
+            registry.refresh(reg, events)
             reg.seen = stamp
         if len(registered) != len(snapshot):
             registry.sweep(self, stamp)
@@ -361,7 +357,6 @@ class _Driver:
         map = self.map
         dirty = self._dirty
         self._dirty = set()
-        ready = self.ready
         for key in dirty:
             obj = map.get(key)
             old = entries.get(key)
@@ -373,10 +368,7 @@ class _Driver:
                 if events and reg is not None and reg.obj is obj:
                     if events != old[3]:
                         entries[key] = (key, fd, obj, events)
-                    if reg.events != events:
-                        registry.apply(reg, events)
-                    elif events & WRITE and not reg.writing:
-                        ready[fd] = ready.get(fd, 0) | WRITE  # optimistic, see _interest
+                    registry.refresh(reg, events)
                     continue
             old = entries.pop(key, None)
             if old is not None and by_fd.get(old[1]) is key:
@@ -407,10 +399,8 @@ class _Driver:
             reg = registered.get(fd)
             if reg is None or reg.obj is not obj or reg.sock is not sock:
                 registry.register(self, fd, obj, sock, events)
-            elif reg.events != events:
-                registry.apply(reg, events)
-            elif events & WRITE and not reg.writing:
-                ready[fd] = ready.get(fd, 0) | WRITE  # optimistic, see _interest
+            else:
+                registry.refresh(reg, events)
         # Every key of the map is known iff nothing was added or removed behind our back.
         return len(position) == len(map)
 

@@ -205,7 +205,6 @@ class Registry:
         reg = self._registrations.get(fd)
         if reg is not None and reg.obj is obj:
             self._drop(reg)
-            reg.owner.wake()
 
     def drop_fd(self, fd: int) -> None:
         """Unregister ``fd`` whoever it was registered for; its owner scans it again."""
@@ -230,11 +229,19 @@ class Registry:
 
     # -- applying a diff ------------------------------------------------------------------
 
+    def refresh(self, reg: Registration, events: int) -> None:
+        """Keep ``reg`` in line with ``events``: nothing to do in the common, unchanged case."""
+        if reg.events != events:
+            self.apply(reg, events)
+        elif events & WRITE and not reg.writing:
+            # Optimistic, as in apply(): the driver's poll() confirms it.
+            reg.owner.ready[reg.fd] = reg.owner.ready.get(reg.fd, 0) | WRITE
+
     def apply(self, reg: Registration, events: int) -> None:
         """Bring ``reg`` in line with ``events``, touching the loop only for what changed."""
         reg.events = events
         if events & INVALID or reg.invalid:
-            self._unregister(reg)
+            self._unregister(reg)  # sets reg.events = -1: reported again at every scan
             reg.owner.ready[reg.fd] = INVALID
             return
         if reg.always_ready:

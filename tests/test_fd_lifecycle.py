@@ -284,3 +284,27 @@ def test_closed_behind_back_is_noticed_while_the_loop_is_busy(pairs: Any, use_po
             d.send(d.recv(100))  # keep the echo going: no cycle is idle
     assert trace == [("r", "close")]
     asyncore.close_all(m)
+
+
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_closed_socket_is_reported_every_cycle_until_handled(pairs: Any, use_poll: bool) -> None:
+    """As poll() kept reporting POLLNVAL, a dispatcher whose handle_close() does not close
+    hears about its dead socket again at every cycle (not just once)."""
+    a, _b = new_pair(pairs)
+    closes: list[int] = []
+
+    class Stubborn(asyncore.dispatcher):
+        def writable(self) -> bool:
+            return False
+
+        def handle_close(self) -> None:
+            closes.append(1)
+
+    m: dict[int, Any] = {}
+    d = Stubborn(a, map=m)
+    asyncore.loop(timeout=0, use_poll=use_poll, map=m, count=1)
+    a.close()
+    asyncore.loop(timeout=0.05, use_poll=use_poll, map=m, count=5)
+    assert len(closes) >= 3, closes
+    d.del_channel()
+    assert registry_size() == 0
