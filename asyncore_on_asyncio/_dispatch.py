@@ -12,6 +12,7 @@ from __future__ import annotations
 import select
 from typing import Any
 
+from . import _engine
 from ._handlers import POLLIN, POLLOUT, POLLPRI, _exception, read, readwrite, write
 from ._interest import INVALID, PRIORITY, READ, WRITE
 
@@ -73,17 +74,25 @@ def confirm(batch: Snapshot, ready: dict[int, int]) -> dict[int, int]:
 
     The event loop tells *when* to look; this tells *what*, with the exact flags that
     3.11's ``select()``/``poll()`` saw.  It also drops stale reports (a callback that
-    asyncio queued before a handler drained the fd).
+    asyncio queued before a handler drained the fd).  Returns the non-zero flags only;
+    an fd known to be closed gets ``POLLNVAL``.
     """
     pollster = select.poll()
+    register = pollster.register
+    request = _POLL_REQUEST
+    invalid = []
     for _, fd, _, events in batch:
-        if not ready[fd] & INVALID:
-            pollster.register(fd, poll_request(events))
+        if ready[fd] & INVALID:
+            invalid.append(fd)
+        else:
+            register(fd, request[events])
     revents = dict(pollster.poll(0))
-    return {fd: POLLNVAL if ready[fd] & INVALID else revents.get(fd, 0) for _, fd, _, _ in batch}
+    for fd in invalid:
+        revents[fd] = POLLNVAL
+    return revents
 
 
-def poll_request(events: int) -> int:
+def _poll_request(events: int) -> int:
     return (
         (POLLIN if events & READ else 0)
         | (POLLOUT if events & WRITE else 0)
@@ -91,42 +100,79 @@ def poll_request(events: int) -> int:
     )
 
 
-def select_bits(events: int, revents: int) -> int:
-    """Which of select()'s three sets an fd is in, given poll() revents (Linux's mapping)."""
-    if revents & POLLNVAL:
-        return INVALID
-    bits = 0
-    if events & READ and revents & (POLLIN | POLLHUP | POLLERR):
-        bits |= READ
-    if events & WRITE and revents & (POLLOUT | POLLERR):
-        bits |= WRITE
-    if events & PRIORITY and revents & POLLPRI:
-        bits |= PRIORITY
-    return bits
+_POLL_REQUEST = tuple(_poll_request(events) for events in range(16))
+"""``_poll_request(events)`` for every combination of READ, WRITE, PRIORITY and INVALID."""
+
+
+_SELECT_READ = POLLIN | POLLHUP | POLLERR
+_SELECT_WRITE = POLLOUT | POLLERR
 
 
 def dispatch_batch(map: dict[Any, Any], batch: Snapshot, revents: dict[int, int], use_poll: bool) -> None:
-    """Call the handlers for ``batch`` in 3.11's order; an event goes only to the object it was for."""
+    """Call the handlers for ``batch`` in 3.11's order; an event goes only to the object it was for.
+
+    ``revents`` holds the non-zero ``poll()`` flags by fd.  With ``use_poll`` each object
+    gets one ``readwrite()``; otherwise the flags become ``select()``'s three sets
+    (Linux's mapping: a hang-up or error is readable, an error writable) and every read
+    event goes first, then every write event, then every priority event.  While a
+    handler runs, :data:`._engine.handling` names its object.
+    """
+    outer = _engine.handling  # not None when a handler runs a nested loop()
+    try:
+        if use_poll:
+            _dispatch_poll(map, batch, revents)
+        else:
+            _dispatch_select(map, batch, revents)
+    finally:
+        _engine.handling = outer
+
+
+def _dispatch_poll(map: dict[Any, Any], batch: Snapshot, revents: dict[int, int]) -> None:
     get = map.get
-    if use_poll:
-        for key, fd, obj, _ in batch:
-            flags = revents[fd]
-            if flags and get(key) is obj:
-                readwrite(obj, flags)
-        return
-    selected = [(key, obj, select_bits(events, revents[fd])) for key, fd, obj, events in batch]
-    for key, obj, bits in selected:
-        if bits & READ and get(key) is obj:
+    flags_of = revents.get
+    for key, fd, obj, _ in batch:
+        flags = flags_of(fd, 0)
+        if flags and get(key) is obj:
+            _engine.handling = obj
+            readwrite(obj, flags)
+
+
+def _dispatch_select(map: dict[Any, Any], batch: Snapshot, revents: dict[int, int]) -> None:
+    get = map.get
+    flags_of = revents.get
+    reads = []
+    writes = []
+    exceptional = []
+    invalid = []
+    for key, fd, obj, events in batch:
+        flags = flags_of(fd, 0)
+        if not flags:
+            continue
+        if flags & POLLNVAL:
+            invalid.append((key, obj))
+            continue
+        if events & READ and flags & _SELECT_READ:
+            reads.append((key, obj))
+        if events & WRITE and flags & _SELECT_WRITE:
+            writes.append((key, obj))
+        if events & PRIORITY and flags & POLLPRI:
+            exceptional.append((key, obj))
+    for key, obj in reads:
+        if get(key) is obj:
+            _engine.handling = obj
             read(obj)
-    for key, obj, bits in selected:
-        if bits & WRITE and get(key) is obj:
+    for key, obj in writes:
+        if get(key) is obj:
+            _engine.handling = obj
             write(obj)
-    for key, obj, bits in selected:
-        if bits & PRIORITY and get(key) is obj:
+    for key, obj in exceptional:
+        if get(key) is obj:
+            _engine.handling = obj
             _exception(obj)
-    for key, obj, bits in selected:
-        if bits & INVALID and get(key) is obj:
+    for key, obj in invalid:
+        if get(key) is obj:
             # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
+            _engine.handling = obj
             readwrite(obj, POLLNVAL)
 
 
@@ -142,8 +188,8 @@ def run_nested(map: dict[Any, Any], timeout: float | None, use_poll: bool, count
                 batch.append((key, fd, obj, events))
         pollster = select.poll()
         for _, fd, _, events in batch:
-            pollster.register(fd, poll_request(events))
+            pollster.register(fd, _POLL_REQUEST[events])
         revents = dict(pollster.poll(None if timeout is None else int(timeout * 1000)))
-        dispatch_batch(map, batch, {fd: revents.get(fd, 0) for _, fd, _, _ in batch}, use_poll)
+        dispatch_batch(map, batch, revents, use_poll)
         if count is not None:
             count -= 1

@@ -325,7 +325,7 @@ class _Driver:
                 if sock is not None and is_closed(sock):
                     events = INVALID
                 if reg is None or reg.obj is not obj or reg.sock is not sock:
-                    reg = registry.register(self, fd, obj, sock, events)
+                    reg = registry.register(self, fd, obj, sock, events, _observes_urgent(obj))
                     reg.seen = stamp
                     append((key, fd, obj, events))
                     continue
@@ -398,7 +398,7 @@ class _Driver:
             by_fd[fd] = key
             reg = registered.get(fd)
             if reg is None or reg.obj is not obj or reg.sock is not sock:
-                registry.register(self, fd, obj, sock, events)
+                registry.register(self, fd, obj, sock, events, _observes_urgent(obj))
             else:
                 registry.refresh(reg, events)
         # Every key of the map is known iff nothing was added or removed behind our back.
@@ -414,24 +414,26 @@ class _Driver:
             return False
         self.ready = {}
         if self._incremental:
-            entries, by_fd, position = self._entries, self._by_fd, self._position
-            batch = sorted(
-                (entries[by_fd[fd]] for fd in ready if fd in by_fd), key=lambda e: position[e[0]]
-            )
+            by_fd = self._by_fd
+            keys = [by_fd[fd] for fd in ready if fd in by_fd]
+            keys.sort(key=self._position.__getitem__)
+            entries = self._entries
+            batch = [entries[key] for key in keys]
             # Their handlers may change what they want: ask them again next cycle.
-            self._dirty.update(entry[0] for entry in batch)
+            self._dirty.update(keys)
         else:
             batch = [entry for entry in self.snapshot if entry[1] in ready]
         revents = confirm(batch, ready)
         registry = self.engine.registry
-        for _, fd, _, events in batch:
-            flags = revents[fd]
+        for fd, flags in revents.items():
             if flags & POLLERR:
                 # uvloop (libuv) stops watching an fd after reporting an error on it.
                 registry.rearm(fd)
-            elif events & WRITE and not flags & POLLOUT:
+        for _, fd, _, events in batch:
+            if events & WRITE and not revents.get(fd, 0) & POLLOUT:
+                # An optimistic write (see _interest) that would block after all.
                 registry.block_writer(fd)
-        if not any(revents.values()):
+        if not revents:
             return False
         self.dispatching = True
         try:
@@ -454,7 +456,8 @@ through this package's API or the object's own handlers?"""
 def _known(obj: Any) -> bool:
     """Are ``obj``'s predicates ours, on its class and not replaced on the instance?"""
     cls = type(obj)
-    if not (_KNOWN_PREDICATES.get(cls) or _predicates_known(cls)):
+    known = _KNOWN_PREDICATES.get(cls)
+    if not (_predicates_known(cls) if known is None else known):
         return False
     attrs = getattr(obj, "__dict__", None)
     return attrs is None or ("readable" not in attrs and "writable" not in attrs)
@@ -474,6 +477,42 @@ def _predicates_known(cls: type) -> bool:
     )
     _KNOWN_PREDICATES[cls] = known
     return known
+
+
+_OBSERVES_URGENT: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+"""Per class: could urgent (out-of-band) data lead to anything observable?"""
+
+_URGENT_HANDLERS = ("handle_expt_event", "handle_expt", "log_info")
+
+
+def _observes_urgent(obj: Any) -> bool:
+    """Would urgent data make ``obj`` do anything observable?
+
+    3.11's stock ``handle_expt_event()`` calls ``handle_expt()``, whose warning
+    ``log_info()`` drops (``"warning"`` is in ``ignore_log_types``).  For such an
+    object, waking up for urgent data alone changes nothing but the CPU spent, so
+    its fd is not watched for it (urgent data that arrives with other events is
+    still dispatched).  Decided when the dispatcher is registered.
+    """
+    cls = type(obj)
+    observes = _OBSERVES_URGENT.get(cls)
+    if observes is None:
+        from . import asyncore
+
+        stock = asyncore.dispatcher
+        observes = _OBSERVES_URGENT[cls] = any(
+            getattr(cls, name, None) is not getattr(stock, name) for name in _URGENT_HANDLERS
+        )
+    if observes:
+        return True
+    attrs = getattr(obj, "__dict__", None) or {}
+    if any(name in attrs for name in _URGENT_HANDLERS):
+        return True
+    ignored = getattr(obj, "ignore_log_types", ())
+    try:
+        return "warning" not in ignored
+    except TypeError:
+        return True
 
 
 def _driver_for(engine: Engine, map: dict[Any, Any]) -> _Driver:

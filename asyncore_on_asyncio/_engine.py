@@ -331,11 +331,20 @@ def _foreign_watcher(fd: int) -> Engine | None:
     return None
 
 
+handling: object = None
+"""The object whose event handler a cycle is running now (set by :mod:`._dispatch`).
+
+Its predicates are asked again after the handler anyway, so a change it makes to
+itself (the ``push()`` of an echo) needs no notification."""
+
+
 def interest_changed(obj: object) -> None:
     """``obj``'s ``readable()``/``writable()`` may have changed: a waiting cycle re-asks at once.
 
-    Called for every ``push()``: the common case (one engine, this thread) is kept short.
+    Called for every ``push()``: the common cases are kept short.
     """
+    if obj is handling:
+        return
     map = getattr(obj, "_map", None)
     if not _engine_list or map is None:
         return

@@ -79,7 +79,9 @@ class Registration:
     """What is registered for one fd, and for which object and socket.
 
     ``events`` is what was last applied (-1: apply again at the next scan); ``seen``
-    the stamp of the owner's latest scan that wanted this fd.
+    the stamp of the owner's latest scan that wanted this fd.  ``urgent``: the object
+    does something observable with urgent data, so PRIORITY interest is watched
+    (otherwise urgent data alone does not wake the owner).
     """
 
     __slots__ = (
@@ -93,14 +95,16 @@ class Registration:
         "reading",
         "seen",
         "sock",
+        "urgent",
         "writing",
     )
 
-    def __init__(self, fd: int, obj: object, sock: object, owner: Owner) -> None:
+    def __init__(self, fd: int, obj: object, sock: object, owner: Owner, urgent: bool) -> None:
         self.fd = fd
         self.obj = obj
         self.sock = sock
         self.owner = owner
+        self.urgent = urgent
         self.reading = False
         self.writing = False
         self.events = -1
@@ -170,17 +174,20 @@ class Registry:
     def registration(self, fd: int) -> Registration | None:
         return self._registrations.get(fd)
 
-    def register(self, owner: Owner, fd: int, obj: object, sock: object, events: int) -> Registration:
+    def register(
+        self, owner: Owner, fd: int, obj: object, sock: object, events: int, urgent: bool = True
+    ) -> Registration:
         """Register ``fd`` for ``owner``, replacing a registration made for another object.
 
         ``events`` is READ|WRITE|PRIORITY, or INVALID for a socket known to be closed.
         Readiness that needs no wait (regular files, invalid fds, optimistic writes) is
-        put in ``owner.ready`` at once.
+        put in ``owner.ready`` at once.  With ``urgent`` false, PRIORITY is not watched.
         """
         old = self._registrations.get(fd)
         if old is not None:
             self._drop(old)
-        reg = self._registrations[fd] = owner.registered[fd] = Registration(fd, obj, sock, owner)
+        reg = Registration(fd, obj, sock, owner, urgent)
+        self._registrations[fd] = owner.registered[fd] = reg
         self.apply(reg, events)
         return reg
 
@@ -256,7 +263,7 @@ class Registry:
             want = bool(events & READ)
             if want != reg.reading:
                 if want:
-                    loop.add_reader(fd, self._on_readable, reg)
+                    loop.add_reader(fd, self._deliver, reg, READ)
                 else:
                     loop.remove_reader(fd)
                 reg.reading = want
@@ -282,7 +289,7 @@ class Registry:
             reg.invalid = True
             reg.owner.ready[fd] = INVALID
             return
-        want = bool(events & PRIORITY)
+        want = bool(events & PRIORITY) and reg.urgent
         if want != reg.priority:
             watch = self._priority_watch()
             if watch is not None:
@@ -303,7 +310,7 @@ class Registry:
         if reg is None or reg.writing or reg.always_ready or reg.invalid:
             return
         try:
-            self.loop.add_writer(fd, self._on_writable, reg)
+            self.loop.add_writer(fd, self._deliver, reg, WRITE)
         except OSError:
             # Closed since the poll: the next cycle sees it (closed socket or gone from the map).
             return
@@ -348,21 +355,17 @@ class Registry:
     # -- readiness callbacks (run inside the event loop; never call user code) -------------
 
     def _deliver(self, reg: Registration, event: int) -> None:
+        """The loop's reader/writer callback (``event`` READ or WRITE), and the priority watch's."""
         owner = reg.owner
         ready = owner.ready
-        ready[reg.fd] = ready.get(reg.fd, 0) | event  # confirmed at dispatch, kept till then
+        fd = reg.fd
+        ready[fd] = ready.get(fd, 0) | event  # confirmed at dispatch, kept till then
         if owner.waiting:
             owner.wake()
         elif not owner.in_cycle:
             # Nobody is waiting for this map: park until its next cycle re-registers.
             self._unregister(reg)
-            owner.parked(reg.fd)
-
-    def _on_readable(self, reg: Registration) -> None:
-        self._deliver(reg, READ)
-
-    def _on_writable(self, reg: Registration) -> None:
-        self._deliver(reg, WRITE)
+            owner.parked(fd)
 
     def _on_priority(self, fd: int) -> None:
         reg = self._registrations.get(fd)

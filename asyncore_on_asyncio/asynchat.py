@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
-from typing import Any, AnyStr, Protocol, Union, cast
+from typing import Any, AnyStr, Protocol, Union
 
 from . import asyncore
 from ._engine import interest_changed
@@ -173,7 +173,7 @@ class async_chat(asyncore.dispatcher):
 
     def handle_read(self) -> None:
         try:
-            data: bytes | str = self.recv(self.ac_in_buffer_size)
+            data: Any = self.recv(self.ac_in_buffer_size)
         except BlockingIOError:
             return
         except OSError:
@@ -182,7 +182,10 @@ class async_chat(asyncore.dispatcher):
         if isinstance(data, str) and self.use_encoding:
             data = data.encode(self.encoding)
         # bytes + str raises TypeError here, as in 3.11.
-        self.ac_in_buffer = self.ac_in_buffer + cast(bytes, data)
+        pos = self.__in_pos
+        buf = self.__in_buf
+        self.__in_buf = buf[pos:] + data if pos < len(buf) else b"" + data
+        self.__in_pos = 0
         self.__split_input()
         if self.__in_pos:
             # Drop the reference to the whole chunk; at most a partial terminator remains.
@@ -203,13 +206,13 @@ class async_chat(asyncore.dispatcher):
             size = len(buf) - pos
             if size <= 0:
                 return
-            term = self.get_terminator()
+            term: Any = self.get_terminator()
             if not term:
                 self.__collect_all()
             elif isinstance(term, int):
                 if size < term:
                     self.__collect_all()
-                    self.terminator = cast(int, self.terminator) - size
+                    self.terminator = self.terminator - size  # type: ignore[operator]
                 else:
                     self.collect_incoming_data(buf[pos : pos + term])
                     self.__advance(term)
@@ -217,7 +220,6 @@ class async_chat(asyncore.dispatcher):
                     self.found_terminator()
             else:
                 # A str terminator (use_encoding off) raises TypeError here, as in 3.11.
-                term = cast(bytes, term)
                 index = buf.find(term, pos)
                 if index != -1:
                     if index > pos:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from asyncore_on_asyncio import asyncore
+from asyncore_on_asyncio import _engine, asyncore
 from tests.helpers import load_frozen, socketpair
 
 pytestmark = pytest.mark.skipif(
@@ -85,3 +85,47 @@ def test_unhandled_urgent_data_warns_like_stdlib(capsys: pytest.CaptureFixture[s
     d.close()
     b.close()
     assert "warning: unhandled incoming priority event" in out
+
+
+def _expt_handler(self: Any) -> None:
+    self.socket.recv(1, socket.MSG_OOB)
+
+
+@pytest.mark.parametrize(
+    ("setup", "watched"),
+    [
+        ("stock", False),
+        ("class handle_expt", True),
+        ("class handle_expt_event", True),
+        ("class log_info", True),
+        ("instance handle_expt", True),
+        ("instance ignore_log_types", True),
+    ],
+)
+def test_urgent_data_is_watched_only_where_observable(setup: str, watched: bool) -> None:
+    """A dispatcher whose urgent-data handling is 3.11's silent default is not woken for it.
+
+    3.11 calls handle_expt(), which logs a warning that ignore_log_types drops: nothing
+    observable, so the fd is not watched for urgent data (one epoll registration less
+    per connection).  Any override makes it observable, and the fd is watched.
+    """
+    namespace: dict[str, Any] = {"writable": lambda self: False}
+    if setup.startswith("class "):
+        name = setup.split()[1]
+        namespace[name] = _expt_handler if name != "log_info" else lambda self, message, type="info": None
+    cls = type("Receiver", (asyncore.dispatcher,), namespace)
+    a, b = socketpair()
+    m: dict[int, Any] = {}
+    d = cls(a, map=m)
+    if setup == "instance handle_expt":
+        d.handle_expt = lambda: None
+    elif setup == "instance ignore_log_types":
+        d.ignore_log_types = frozenset()
+    try:
+        asyncore.loop(timeout=0.01, map=m, count=1)
+        reg = _engine.thread_engine().registry.registration(a.fileno())
+        assert reg is not None and reg.reading
+        assert reg.priority is watched
+    finally:
+        d.close()
+        b.close()
