@@ -448,41 +448,66 @@ _FULL_SCAN_INTERVAL = 1.0
 behind its back? swapped without del_channel()?) and, in incremental mode, every
 entry of the map (changes made behind our back that kept the map's size)."""
 
-_KNOWN_PREDICATES: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
-"""Per class: are both ``readable()`` and ``writable()`` ones whose answer only changes
-through this package's API or the object's own handlers?"""
+class _PerClass:
+    """A flag computed once per class by ``compute(cls)``; the classes are not kept alive."""
+
+    def __init__(self, compute: Callable[[type], bool]) -> None:
+        self._compute = compute
+        self._flags: dict[int, tuple[weakref.ref[type], bool]] = {}
+
+    def __call__(self, cls: type) -> bool:
+        entry = self._flags.get(id(cls))
+        if entry is not None and entry[0]() is cls:
+            return entry[1]
+        flag = self._compute(cls)
+        key = id(cls)
+        flags = self._flags
+
+        def forget(ref: weakref.ref[type]) -> None:
+            if flags.get(key, (None,))[0] is ref:
+                del flags[key]
+
+        flags[key] = (weakref.ref(cls, forget), flag)
+        return flag
+
+
+def _stock_predicates(cls: type) -> bool:
+    """Are both ``readable()`` and ``writable()`` ones whose answer only changes through
+    this package's API or the object's own handlers?"""
+    from . import asynchat, asyncore
+
+    return getattr(cls, "readable", None) in (
+        asyncore.dispatcher.readable,
+        asynchat.async_chat.readable,
+    ) and getattr(cls, "writable", None) in (
+        asyncore.dispatcher.writable,
+        asyncore.dispatcher_with_send.writable,
+        asynchat.async_chat.writable,
+    )
+
+
+_has_stock_predicates = _PerClass(_stock_predicates)
 
 
 def _known(obj: Any) -> bool:
     """Are ``obj``'s predicates ours, on its class and not replaced on the instance?"""
-    cls = type(obj)
-    known = _KNOWN_PREDICATES.get(cls)
-    if not (_predicates_known(cls) if known is None else known):
+    if not _has_stock_predicates(type(obj)):
         return False
     attrs = getattr(obj, "__dict__", None)
     return attrs is None or ("readable" not in attrs and "writable" not in attrs)
 
 
-def _predicates_known(cls: type) -> bool:
-    from . import asynchat, asyncore
-
-    known = (
-        getattr(cls, "readable", None) in (asyncore.dispatcher.readable, asynchat.async_chat.readable)
-        and getattr(cls, "writable", None)
-        in (
-            asyncore.dispatcher.writable,
-            asyncore.dispatcher_with_send.writable,
-            asynchat.async_chat.writable,
-        )
-    )
-    _KNOWN_PREDICATES[cls] = known
-    return known
+_URGENT_HANDLERS = frozenset({"handle_expt_event", "handle_expt", "log_info"})
 
 
-_OBSERVES_URGENT: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
-"""Per class: could urgent (out-of-band) data lead to anything observable?"""
+def _overrides_urgent_handling(cls: type) -> bool:
+    from . import asyncore
 
-_URGENT_HANDLERS = ("handle_expt_event", "handle_expt", "log_info")
+    stock = asyncore.dispatcher
+    return any(getattr(cls, name, None) is not getattr(stock, name) for name in _URGENT_HANDLERS)
+
+
+_class_observes_urgent = _PerClass(_overrides_urgent_handling)
 
 
 def _observes_urgent(obj: Any) -> bool:
@@ -494,23 +519,13 @@ def _observes_urgent(obj: Any) -> bool:
     its fd is not watched for it (urgent data that arrives with other events is
     still dispatched).  Decided when the dispatcher is registered.
     """
-    cls = type(obj)
-    observes = _OBSERVES_URGENT.get(cls)
-    if observes is None:
-        from . import asyncore
-
-        stock = asyncore.dispatcher
-        observes = _OBSERVES_URGENT[cls] = any(
-            getattr(cls, name, None) is not getattr(stock, name) for name in _URGENT_HANDLERS
-        )
-    if observes:
+    if _class_observes_urgent(type(obj)):
         return True
-    attrs = getattr(obj, "__dict__", None) or {}
-    if any(name in attrs for name in _URGENT_HANDLERS):
+    attrs = getattr(obj, "__dict__", None)
+    if attrs and not _URGENT_HANDLERS.isdisjoint(attrs):
         return True
-    ignored = getattr(obj, "ignore_log_types", ())
     try:
-        return "warning" not in ignored
+        return "warning" not in getattr(obj, "ignore_log_types", ())
     except TypeError:
         return True
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._errors import RERAISED
-from ._interest import Registry
+from ._interest import Owner, Registry
 
 __all__ = [
     "LOOP_ENV_VAR",
@@ -44,7 +44,7 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 LOOP_ENV_VAR = "ASYNCORE_ON_ASYNCIO_LOOP"
 
 
-class MapDriver(Protocol):
+class MapDriver(Owner, Protocol):
     """What the engine needs from the driver of one map (see :mod:`._driver`)."""
 
     map: dict[Any, Any]
@@ -70,8 +70,14 @@ class Engine:
         if forget is not None:
             self.registry.forget(forget, obj)
         driver = self.drivers.get(map_id)
-        if driver is not None:
+        if driver is None:
+            return
+        if driver.in_cycle or driver.map:
             driver.changed(key)
+            return
+        # Emptied between loop() calls: let the driver (and what it remembers) go.
+        self.registry.release(driver)
+        del self.drivers[map_id]
 
     def release_placeholder(self, fd: int) -> None:
         """In the loop's thread: unregister ``fd`` (a placeholder now), then close it."""

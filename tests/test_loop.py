@@ -423,3 +423,29 @@ def test_predicate_replaced_on_the_instance_is_asked_every_cycle(idle_pair: Any)
     assert len(calls) == 5
     asyncore.close_all(m)
     busy_b.close()
+
+
+def test_classes_made_at_run_time_are_not_kept_alive(idle_pair: Any) -> None:
+    """The per-class facts the engine caches (stock predicates? urgent data observed?)
+    do not keep a class alive: a program that makes handler classes on the fly does not
+    accumulate them, and a new class never inherits a dead one's answers."""
+    import gc
+    import weakref
+
+    refs = []
+    for index in range(3):
+        writes = index == 1  # a class with its own writable() in the middle
+        namespace: dict[str, Any] = {"handle_read": lambda self: self.recv(100)}
+        if writes:
+            namespace["writable"] = lambda self: False
+        cls = type(f"Made{index}", (asyncore.dispatcher,), namespace)
+        m: dict[int, Any] = {}
+        d = cls(idle_pair[0], map=m)
+        asyncore.loop(timeout=0.01, map=m, count=1)
+        reg = _engine.thread_engine().registry.registration(idle_pair[0].fileno())
+        assert reg is not None and reg.reading and reg.urgent is False
+        d.del_channel()
+        refs.append(weakref.ref(cls))
+        del cls, d, namespace, reg
+        gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
