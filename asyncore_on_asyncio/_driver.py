@@ -31,10 +31,10 @@ from __future__ import annotations
 import asyncio
 import select
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ._classflags import PerClass
 from ._dispatch import (
     POLLERR,
     READ_ONLY,
@@ -448,29 +448,6 @@ _FULL_SCAN_INTERVAL = 1.0
 behind its back? swapped without del_channel()?) and, in incremental mode, every
 entry of the map (changes made behind our back that kept the map's size)."""
 
-class _PerClass:
-    """A flag computed once per class by ``compute(cls)``; the classes are not kept alive."""
-
-    def __init__(self, compute: Callable[[type], bool]) -> None:
-        self._compute = compute
-        self._flags: dict[int, tuple[weakref.ref[type], bool]] = {}
-
-    def __call__(self, cls: type) -> bool:
-        entry = self._flags.get(id(cls))
-        if entry is not None and entry[0]() is cls:
-            return entry[1]
-        flag = self._compute(cls)
-        key = id(cls)
-        flags = self._flags
-
-        def forget(ref: weakref.ref[type]) -> None:
-            if flags.get(key, (None,))[0] is ref:
-                del flags[key]
-
-        flags[key] = (weakref.ref(cls, forget), flag)
-        return flag
-
-
 def _stock_predicates(cls: type) -> bool:
     """Are both ``readable()`` and ``writable()`` ones whose answer only changes through
     this package's API or the object's own handlers?"""
@@ -486,7 +463,7 @@ def _stock_predicates(cls: type) -> bool:
     )
 
 
-_has_stock_predicates = _PerClass(_stock_predicates)
+_has_stock_predicates = PerClass(_stock_predicates)
 
 
 def _known(obj: Any) -> bool:
@@ -507,7 +484,7 @@ def _overrides_urgent_handling(cls: type) -> bool:
     return any(getattr(cls, name, None) is not getattr(stock, name) for name in _URGENT_HANDLERS)
 
 
-_class_observes_urgent = _PerClass(_overrides_urgent_handling)
+_class_observes_urgent = PerClass(_overrides_urgent_handling)
 
 
 def _observes_urgent(obj: Any) -> bool:

@@ -64,12 +64,16 @@ partial terminator, but the default ``collect_incoming_data`` keeps everything i
 
 from __future__ import annotations
 
+import os
 import socket
 from collections import deque
 from typing import Any, AnyStr, Protocol, Union
 
 from . import asyncore
+from ._classflags import PerClass
 from ._engine import interest_changed
+
+COALESCE_ENV_VAR = "ASYNCORE_ON_ASYNCIO_COALESCE_PUSHES"
 
 # Exactly what ``from asynchat import *`` bound on 3.11 (it had no __all__).
 __all__ = ["async_chat", "asyncore", "deque", "find_prefix_at_end", "simple_producer"]
@@ -100,12 +104,31 @@ class async_chat(asyncore.dispatcher):
     use_encoding: int = 0
     encoding: str = "latin-1"
 
+    coalesce_pushes: bool = os.environ.get(COALESCE_ENV_VAR, "") not in ("", "0")
+    """Opt-in (not in 3.11): send the replies pushed while one read is split in one ``send()``.
+
+    3.11 calls ``send()`` once per ``push()``.  When a read holds many messages, that is
+    one system call per reply, the main cost of a pipelined protocol.  With this set
+    (on a class or an instance, or for every channel by the environment variable
+    ``ASYNCORE_ON_ASYNCIO_COALESCE_PUSHES=1``), the first reply of a read is sent at
+    once, as before, and the rest are held until ``handle_read()`` returns (or
+    ``close()`` is called), then sent together, up to ``ac_out_buffer_size`` bytes per
+    ``send()``.  The bytes and their order on the wire are the same.  What differs:
+    ``producer_fifo`` still holds those replies inside the handler, and a failing send
+    is noticed after the last callback of the read instead of in the middle.  Only
+    channels that keep 3.11's ``send()`` and ``initiate_send()`` coalesce; do not set it
+    on a channel whose handlers also write to its socket directly, or replace its
+    socket (STARTTLS) while replies are held.
+    """
+
     # No default: as in 3.11, reading fails until set_terminator() has been called.
     terminator: _Terminator
 
     # Received bytes not yet given to a callback are self.__in_buf[self.__in_pos:].
     __in_buf: bytes
     __in_pos: int
+    # Pushes made so far by the read being split, while coalescing (-1: not coalescing).
+    __held: int = -1
 
     def __init__(
         self, sock: socket.socket | None = None, map: dict[Any, Any] | None = None
@@ -186,7 +209,14 @@ class async_chat(asyncore.dispatcher):
         buf = self.__in_buf
         self.__in_buf = buf[pos:] + data if pos < len(buf) else b"" + data
         self.__in_pos = 0
-        self.__split_input()
+        if self.coalesce_pushes and self.__held < 0 and _sends_like_3_11(self):
+            self.__held = 0
+            try:
+                self.__split_input()
+            finally:
+                self.__send_held()
+        else:
+            self.__split_input()
         if self.__in_pos:
             # Drop the reference to the whole chunk; at most a partial terminator remains.
             self.__in_buf = self.__in_buf[self.__in_pos :]
@@ -260,6 +290,11 @@ class async_chat(asyncore.dispatcher):
             fifo.extend(data[i : i + step] for i in range(0, len(data), step))
         else:
             fifo.append(data)
+        held = self.__held
+        if held >= 0:
+            self.__held = held + 1
+            if held:
+                return  # sent by __send_held(); the first push of a read goes out now
         try:
             self.initiate_send()
         finally:
@@ -332,6 +367,55 @@ class async_chat(asyncore.dispatcher):
                 del self.producer_fifo[0]
             return
 
+    def _send_held_before_close(self) -> None:
+        # Called by dispatcher.close(): what 3.11 had sent before the close goes first.
+        self.__send_held()
+
+    def __send_held(self) -> None:
+        """Send what the pushes held back while coalescing would have sent one by one.
+
+        Each held push stands for one ``initiate_send()`` 3.11 would have made: runs of
+        non-empty ``bytes`` entries at the head of the fifo go out joined (at most
+        ``ac_out_buffer_size`` bytes, one entry per held push), anything else through
+        ``initiate_send()`` itself.  Stops when the kernel takes less than offered.
+        """
+        held = self.__held
+        self.__held = -1
+        if held < 2:
+            return
+        budget = held - 1  # the first push was sent when it was made
+        fifo = self.producer_fifo
+        limit = self.ac_out_buffer_size
+        while budget > 0 and fifo and self.connected:
+            pieces: list[bytes] = []
+            size = 0
+            for entry in fifo:
+                if type(entry) is not bytes or not entry or size + len(entry) > limit:
+                    break
+                pieces.append(entry)
+                size += len(entry)
+                if len(pieces) == budget:
+                    break
+            if len(pieces) < 2:
+                budget -= 1
+                self.initiate_send()
+                continue
+            try:
+                sent = self.send(b"".join(pieces))
+            except OSError:
+                self.handle_error()
+                break
+            budget -= len(pieces)
+            for entry in pieces:
+                if sent < len(entry):
+                    if sent:
+                        fifo[0] = entry[sent:]
+                    budget = 0  # the kernel is full: wait for handle_write()
+                    break
+                fifo.popleft()
+                sent -= len(entry)
+        interest_changed(self)
+
     def discard_buffers(self) -> None:
         """Drop all buffered input, collected data and queued output."""
         self.ac_in_buffer = b""
@@ -375,6 +459,23 @@ class simple_producer:
         rest = self.data
         self.data = b""
         return rest
+
+
+def _stock_senders(cls: type) -> bool:
+    return getattr(cls, "send", None) is asyncore.dispatcher.send and (
+        getattr(cls, "initiate_send", None) is async_chat.initiate_send
+    )
+
+
+_has_stock_senders = PerClass(_stock_senders)
+
+
+def _sends_like_3_11(chat: async_chat) -> bool:
+    """Does ``chat`` use 3.11's ``send()`` and ``initiate_send()`` (the condition to coalesce)?"""
+    if not _has_stock_senders(type(chat)):
+        return False
+    attrs = chat.__dict__
+    return "send" not in attrs and "initiate_send" not in attrs
 
 
 def find_prefix_at_end(haystack: AnyStr, needle: AnyStr) -> int:
