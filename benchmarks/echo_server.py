@@ -5,6 +5,8 @@ VARIANT is where the server runs:
 - ``pyasyncore-select`` / ``pyasyncore-poll``: the frozen 3.11 modules from PyPI
   (``pyasyncore``/``pyasynchat``; on 3.11 the standard library's own), ``use_poll`` off/on;
 - ``ours-asyncio`` / ``ours-uvloop``: this project's modules on the default loop / uvloop;
+- ``ours-uvloop-coalesce``: the same on uvloop with ``async_chat.coalesce_pushes`` on (the
+  opt-in that sends the replies of one read in one ``send()``; ``plain`` is unaffected);
 - ``native-asyncio`` / ``native-uvloop``: an ``asyncio.Protocol`` rewrite on either loop.
 
 HANDLER is the handler flavour: ``chat`` (``async_chat`` line echo, terminator ``b"\\n"``) or
@@ -35,6 +37,7 @@ VARIANTS = (
     "pyasyncore-poll",
     "ours-asyncio",
     "ours-uvloop",
+    "ours-uvloop-coalesce",
     "native-asyncio",
     "native-uvloop",
 )
@@ -111,12 +114,14 @@ def _serve_asyncore(variant: str, handler: str, portfile: str) -> None:
         import asyncore_on_asyncio
         from asyncore_on_asyncio import asynchat, asyncore
 
-        if variant == "ours-uvloop":
+        if variant.startswith("ours-uvloop"):
             import uvloop
 
             asyncore_on_asyncio.set_loop_factory(uvloop.new_event_loop)
         else:
             asyncore_on_asyncio.set_loop_factory(asyncio.new_event_loop)
+        # The opt-in of async_chat that sends the replies of one read together.
+        asynchat.async_chat.coalesce_pushes = variant.endswith("-coalesce")
 
     classes = make_handlers(asyncore, asynchat)
     server = classes["server"](classes[handler])
