@@ -29,6 +29,7 @@ running event loop; it runs its cycles on a private ``poll()`` instead.
 from __future__ import annotations
 
 import asyncio
+import operator
 import select
 import threading
 from collections.abc import Callable
@@ -39,7 +40,6 @@ from ._dispatch import (
     POLLERR,
     READ_ONLY,
     READ_WRITE,
-    Snapshot,
     confirm,
     dispatch_batch,
     fd_of_key,
@@ -72,7 +72,6 @@ class _Driver:
         self.rescan = False
         self.ready: dict[int, int] = {}
         self.registered: dict[int, Registration] = {}
-        self.snapshot: Snapshot = []
         self._stamp = 0
         # Incremental scanning, while every object's predicates are known (see scan()).
         self._full_scan_needed = True
@@ -289,8 +288,11 @@ class _Driver:
         self._scan_all()
 
     def _scan_all(self) -> None:
+        # The hot loop of maps with user-defined predicates: every object, every cycle.
         registered = self.registered
         registry = self.engine.registry
+        apply = registry.apply
+        ready = self.ready
         stamp = self._stamp = self._stamp + 1
         write_only = WRITE | (0 if self._use_poll else PRIORITY)
         now = self.engine.loop.time()
@@ -298,10 +300,14 @@ class _Driver:
         # in between, a registration made for the same object is trusted.
         verify = self._full_scan_needed or now >= self._next_full_scan
         dirty = self._dirty
-        snapshot: Snapshot = []
-        append = snapshot.append
+        # No tuple per object here: allocating one per object per cycle doubled the cost
+        # of this loop (the garbage collector runs every few hundred allocations).  What
+        # dispatch() needs is kept on the registration instead (key, wanted, index).
+        wanted_count = 0
         all_known = True
-        for key, obj in list(self.map.items()):
+        map = self.map
+        # A copy of the map's entries, as list(map.items()) but without a tuple each.
+        for key, obj in zip(list(map), list(map.values())):
             fd = key if type(key) is int else fd_of_key(key)
             if fd is None:
                 all_known = False
@@ -326,24 +332,30 @@ class _Driver:
                     events = INVALID
                 if reg is None or reg.obj is not obj or reg.sock is not sock:
                     reg = registry.register(self, fd, obj, sock, events, _observes_urgent(obj))
-                    reg.seen = stamp
-                    append((key, fd, obj, events))
-                    continue
-            append((key, fd, obj, events))
-            registry.refresh(reg, events)
+                else:
+                    registry.refresh(reg, events)
+            # Registry.refresh(reg, events), written out: this line runs for every object.
+            elif reg.events != events:
+                apply(reg, events)
+            elif events & WRITE and not reg.writing:
+                ready[fd] = ready.get(fd, 0) | WRITE
             reg.seen = stamp
-        if len(registered) != len(snapshot):
+            reg.key = key
+            reg.wanted = events
+            reg.index = wanted_count
+            wanted_count += 1
+        if len(registered) != wanted_count:
             registry.sweep(self, stamp)
-        self.snapshot = snapshot
         self._full_scan_needed = False
         dirty.clear()
         self._incremental = all_known
         if verify:
             self._next_full_scan = now + _FULL_SCAN_INTERVAL
         if all_known:
-            self._entries = {entry[0]: entry for entry in snapshot}
-            self._by_fd = {entry[1]: entry[0] for entry in snapshot}
-            self._position = {key: index for index, key in enumerate(self.map)}
+            entries = [(reg.key, reg.fd, reg.obj, reg.wanted) for reg in registered.values()]
+            self._entries = {entry[0]: entry for entry in entries}
+            self._by_fd = {entry[1]: entry[0] for entry in entries}
+            self._position = {key: index for index, key in enumerate(map)}
             self._next_position = len(self._position)
 
     def _scan_changed(self) -> bool:
@@ -422,7 +434,11 @@ class _Driver:
             # Their handlers may change what they want: ask them again next cycle.
             self._dirty.update(keys)
         else:
-            batch = [entry for entry in self.snapshot if entry[1] in ready]
+            # What the latest scan wanted of the ready fds, in map order.
+            registered, stamp = self.registered, self._stamp
+            regs = [reg for fd in ready if (reg := registered.get(fd)) is not None and reg.seen == stamp]
+            regs.sort(key=_scan_index)
+            batch = [(reg.key, reg.fd, reg.obj, reg.wanted) for reg in regs]
         revents = confirm(batch, ready)
         registry = self.engine.registry
         for fd, flags in revents.items():
@@ -442,6 +458,8 @@ class _Driver:
             self.dispatching = False
         return True
 
+
+_scan_index = operator.attrgetter("index")
 
 _FULL_SCAN_INTERVAL = 1.0
 """Seconds between verifying scans: they check every dispatcher's socket (closed

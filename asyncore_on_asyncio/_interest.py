@@ -79,7 +79,9 @@ class Registration:
     """What is registered for one fd, and for which object and socket.
 
     ``events`` is what was last applied (-1: apply again at the next scan); ``seen``
-    the stamp of the owner's latest scan that wanted this fd.  ``urgent``: the object
+    the stamp of the owner's latest full scan that wanted this fd; that scan also
+    stored the map ``key``, the ``wanted`` events and the ``index`` (map order) of the
+    object.  ``urgent``: the object
     does something observable with urgent data, so PRIORITY interest is watched
     (otherwise urgent data alone does not wake the owner).
     """
@@ -88,7 +90,9 @@ class Registration:
         "always_ready",
         "events",
         "fd",
+        "index",
         "invalid",
+        "key",
         "obj",
         "owner",
         "priority",
@@ -96,6 +100,7 @@ class Registration:
         "seen",
         "sock",
         "urgent",
+        "wanted",
         "writing",
     )
 
@@ -109,6 +114,9 @@ class Registration:
         self.writing = False
         self.events = -1
         self.seen = 0
+        self.key: object = fd
+        self.wanted = 0
+        self.index = 0
         self.priority = False
         self.always_ready = False
         self.invalid = False
