@@ -72,7 +72,9 @@ class Owner(Protocol):
 
     def wake(self) -> None: ...
 
-    def parked(self, fd: int) -> None: ...
+    def parked(self, fd: int) -> None:
+        """``fd``'s registration was undone outside a scan: the next scan must redo it."""
+        ...
 
 
 class Registration:
@@ -194,6 +196,8 @@ class Registry:
         old = self._registrations.get(fd)
         if old is not None:
             self._drop(old)
+            if old.owner is not owner:
+                old.owner.parked(fd)
         reg = Registration(fd, obj, sock, owner, urgent)
         self._registrations[fd] = owner.registered[fd] = reg
         self.apply(reg, events)
@@ -233,6 +237,7 @@ class Registry:
         reg = self._registrations.get(fd)
         if reg is not None:
             self._unregister(reg)
+            reg.owner.parked(fd)
 
     def close(self) -> None:
         """Unregister everything (the loop is about to be closed)."""
@@ -380,4 +385,5 @@ class Registry:
         if reg is not None and reg.priority:
             self._rearm.add(fd)
             reg.events = -1  # so that the next scan re-applies it, which re-arms
+            reg.owner.parked(fd)
             self._deliver(reg, PRIORITY)
