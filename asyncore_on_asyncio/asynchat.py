@@ -54,6 +54,8 @@ Differences from 3.11, each deliberate (see MIGRATION.md):
 * ``push()``, ``push_with_producer()``, ``close_when_done()`` and
   ``discard_buffers()`` tell the event loop driver that ``writable()`` may have
   changed, so a loop blocked waiting for events notices new output at once.
+* New, off by default: ``coalesce_pushes`` sends the replies pushed while one read
+  is split in one ``send()`` (see its docstring).
 
 Unchanged on purpose: an empty buffer in the fifo is dropped and ``send(b"")`` is
 still called for it (it reports a dead peer); nothing bounds the input kept while a
@@ -255,7 +257,11 @@ class async_chat(asyncore.dispatcher):
                     if index > pos:
                         # An empty piece before the terminator is never reported.
                         self.collect_incoming_data(buf[pos:index])
-                    self.__advance(index - pos + len(term))
+                    end = index + len(term)
+                    if self.__in_buf is buf and self.__in_pos == pos:
+                        self.__in_pos = end  # the buffer is as it was: the common case
+                    else:
+                        self.__advance(end - pos)
                     self.found_terminator()
                     continue
                 partial = _partial_terminator_at_end(buf, pos, term)
@@ -325,6 +331,18 @@ class async_chat(asyncore.dispatcher):
         while self.producer_fifo and self.connected:
             # Any: entries are duck-typed; slicing decides buffer versus producer.
             first: Any = self.producer_fifo[0]
+            if type(first) is bytes and 0 < len(first) <= self.ac_out_buffer_size:
+                # The common case, the loop below in short: one whole buffer to send.
+                try:
+                    sent = self.send(first)
+                except OSError:
+                    self.handle_error()
+                    return
+                if sent == len(first):
+                    del self.producer_fifo[0]
+                elif sent:
+                    self.producer_fifo[0] = first[sent:]
+                return
             if first is None:
                 del self.producer_fifo[0]
                 self.handle_close()
