@@ -42,14 +42,13 @@ Snapshot = list[tuple[Any, int, Any, int]]
 
 
 def wanted(obj: Any, write_extra: int) -> int:
-    """READ|WRITE|PRIORITY bits for ``obj``, asking ``readable()`` then ``writable()`` as 3.11."""
-    is_r = obj.readable()
-    is_w = obj.writable()
-    if is_w and obj.accepting:
-        is_w = False  # a listening socket is never writable
-    if is_r:
-        return READ_WRITE if is_w else READ_ONLY
-    return WRITE | write_extra if is_w else 0
+    """READ|WRITE|PRIORITY bits for ``obj``, asking ``readable()`` then ``writable()`` as 3.11.
+
+    A listening socket is never writable; READ_ONLY | WRITE | write_extra == READ_WRITE.
+    """
+    return (READ_ONLY if obj.readable() else 0) | (
+        WRITE | write_extra if obj.writable() and not obj.accepting else 0
+    )
 
 
 def fd_of_key(key: Any) -> int | None:

@@ -463,6 +463,7 @@ class _Driver:
         by_fd = self._by_fd
         position = self._position
         write_extra = 0 if self._use_poll else PRIORITY
+        write_bits = WRITE | write_extra
         map = self.map
         dirty = self._dirty
         self._dirty = set()
@@ -471,7 +472,10 @@ class _Driver:
             old = entries.get(key)
             if old is not None and obj is old[2]:
                 # The common case: a dispatcher that just ran, or was pushed to, asks again.
-                events = wanted(obj, write_extra)
+                # (wanted(obj, write_extra), written out: this runs once per message.)
+                events = (READ_ONLY if obj.readable() else 0) | (
+                    write_bits if obj.writable() and not obj.accepting else 0
+                )
                 fd = old[1]
                 reg = registered.get(fd)
                 if events and reg is not None and reg.obj is obj:
