@@ -352,7 +352,7 @@ def report(paths: list[str], chart_path: Path) -> None:
     variants: list[str] = []
     for path in paths:
         data = json.loads(Path(path).read_text())
-        for key, handlers in data["summary"].items():
+        for key, handlers in summarize(data).items():  # from the raw measurements
             summary.setdefault(key, {}).update(handlers)
         variants += [v for v in data["settings"]["variants"] if v not in variants]
     print(table(summary, variants))
