@@ -114,7 +114,7 @@ class async_chat(asyncore.dispatcher):
     (on a class or an instance, or for every channel by the environment variable
     ``ASYNCORE_ON_ASYNCIO_COALESCE_PUSHES=1``), the first reply of a read is sent at
     once, as before, and the rest are held until ``handle_read()`` returns (or
-    ``close()`` is called), then sent together, up to ``ac_out_buffer_size`` bytes per
+    ``close()`` or ``discard_buffers()`` is called), then sent together, up to ``ac_out_buffer_size`` bytes per
     ``send()``.  The bytes and their order on the wire are the same.  What differs:
     ``producer_fifo`` still holds those replies inside the handler, and a failing send
     is noticed after the last callback of the read instead of in the middle.  Only
@@ -436,6 +436,8 @@ class async_chat(asyncore.dispatcher):
 
     def discard_buffers(self) -> None:
         """Drop all buffered input, collected data and queued output."""
+        # Replies held by coalesce_pushes were already sent in 3.11: send them, not drop them.
+        self.__send_held()
         self.ac_in_buffer = b""
         del self.incoming[:]
         self.producer_fifo.clear()

@@ -171,6 +171,21 @@ def test_close_through_dispatcher_close_also_sends_them() -> None:
     assert data == expected
 
 
+def test_discard_buffers_in_a_handler_keeps_the_held_replies() -> None:
+    """3.11 had sent them before discard_buffers() dropped what was still queued."""
+
+    def on_line(chat: Any, line: bytes) -> None:
+        chat.push(line.upper() + b"\n")
+        if line == b"line 30":
+            chat.discard_buffers()  # also drops lines 31.. of this read, as in 3.11
+            chat.close_when_done()
+
+    expected = b"".join(b"LINE %d\n" % i for i in range(31))
+    _, frozen_chat = load_frozen()
+    assert serve_lines(frozen_chat, False, LINES, None, on_line)[0] == expected
+    assert serve_lines(asynchat, True, LINES, None, on_line)[0] == expected
+
+
 def test_exception_in_a_handler_sends_the_held_replies_before_handle_error() -> None:
     client, server = socketpair()
     m: dict[int, Any] = {}
