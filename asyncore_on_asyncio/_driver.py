@@ -355,10 +355,7 @@ class _Driver:
                     unregistrable.pop(fd, None)
                     continue
                 if reg is None or reg.obj is not obj:
-                    sock = getattr(obj, "socket", None)
-                    if sock is not None and is_closed(sock):
-                        events = INVALID
-                    reg = registry.register(self, fd, obj, sock, events, _observes_urgent(obj))
+                    reg, events = self._sync(fd, obj, reg, events)
                 else:
                     registry.refresh(reg, events)
                 reg.seen = stamp
@@ -372,6 +369,22 @@ class _Driver:
                 ready[reg.fd] = ready.get(reg.fd, 0) | WRITE
         for reg in list(unregistrable.values()):
             registry.apply(reg, reg.wanted)
+
+    def _sync(self, fd: int, obj: Any, reg: Registration | None, events: int) -> tuple[Registration, int]:
+        """Check ``obj``'s socket, then register ``fd`` afresh or refresh ``reg``.
+
+        A socket closed behind the dispatcher's back makes the events INVALID; a
+        registration made for another object or socket is replaced.  Returns the
+        registration and the events it now carries.
+        """
+        sock = getattr(obj, "socket", None)
+        if sock is not None and is_closed(sock):
+            events = INVALID
+        registry = self.engine.registry
+        if reg is None or reg.obj is not obj or reg.sock is not sock:
+            return registry.register(self, fd, obj, sock, events, _observes_urgent(obj)), events
+        registry.refresh(reg, events)
+        return reg, events
 
     def _classify(self, reg: Registration) -> None:
         # Which lists of the steady path (_apply_answers) ``reg`` belongs to now.
@@ -387,9 +400,7 @@ class _Driver:
 
     def _apply_scan(self, keys: list[Any], objs: list[Any], wanted: list[int], verify: bool) -> None:
         registered = self.registered
-        registry = self.engine.registry
-        apply = registry.apply
-        ready = self.ready
+        refresh = self.engine.registry.refresh
         stamp = self._stamp = self._stamp + 1
         dirty = self._dirty
         # No tuple per object here: allocating one per object per cycle doubled the cost
@@ -416,25 +427,16 @@ class _Driver:
                 continue
             reg = registered.get(fd)
             if reg is None or reg.obj is not obj or verify or key in dirty:
-                sock = getattr(obj, "socket", None)
-                if sock is not None and is_closed(sock):
-                    events = INVALID
-                if reg is None or reg.obj is not obj or reg.sock is not sock:
-                    reg = registry.register(self, fd, obj, sock, events, _observes_urgent(obj))
-                else:
-                    registry.refresh(reg, events)
-            # Registry.refresh(reg, events), written out: this line runs for every object.
-            elif reg.events != events:
-                apply(reg, events)
-            elif events & WRITE and not reg.writing:
-                ready[fd] = ready.get(fd, 0) | WRITE
+                reg, events = self._sync(fd, obj, reg, events)
+            else:
+                refresh(reg, events)
             reg.seen = stamp
             reg.key = key
             reg.wanted = events
             reg.index = index
             count += 1
         if len(registered) != count:
-            registry.sweep(self, stamp)
+            self.engine.registry.sweep(self, stamp)
         self._full_scan_needed = False
         dirty.clear()
         self._incremental = all_known
@@ -463,7 +465,6 @@ class _Driver:
         by_fd = self._by_fd
         position = self._position
         write_extra = 0 if self._use_poll else PRIORITY
-        write_bits = WRITE | write_extra
         map = self.map
         dirty = self._dirty
         self._dirty = set()
@@ -472,10 +473,7 @@ class _Driver:
             old = entries.get(key)
             if old is not None and obj is old[2]:
                 # The common case: a dispatcher that just ran, or was pushed to, asks again.
-                # (wanted(obj, write_extra), written out: this runs once per message.)
-                events = (READ_ONLY if obj.readable() else 0) | (
-                    write_bits if obj.writable() and not obj.accepting else 0
-                )
+                events = wanted(obj, write_extra)
                 fd = old[1]
                 reg = registered.get(fd)
                 if events and reg is not None and reg.obj is obj:
@@ -504,16 +502,9 @@ class _Driver:
             if not events:
                 registry.discard(self, fd, obj)
                 continue
-            sock = getattr(obj, "socket", None)
-            if sock is not None and is_closed(sock):
-                events = INVALID
+            _, events = self._sync(fd, obj, registered.get(fd), events)
             entries[key] = (key, fd, obj, events)
             by_fd[fd] = key
-            reg = registered.get(fd)
-            if reg is None or reg.obj is not obj or reg.sock is not sock:
-                registry.register(self, fd, obj, sock, events, _observes_urgent(obj))
-            else:
-                registry.refresh(reg, events)
         # Every key of the map is known iff nothing was added or removed behind our back.
         return len(position) == len(map)
 

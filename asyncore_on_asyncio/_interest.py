@@ -83,9 +83,8 @@ class Registration:
     ``events`` is what was last applied (-1: apply again at the next scan); ``seen``
     the stamp of the owner's latest full scan that wanted this fd; that scan also
     stored the map ``key``, the ``wanted`` events and the ``index`` (map order) of the
-    object.  ``urgent``: the object
-    does something observable with urgent data, so PRIORITY interest is watched
-    (otherwise urgent data alone does not wake the owner).
+    object.  ``urgent``: the object does something observable with urgent data, so
+    PRIORITY interest is watched (otherwise urgent data alone does not wake the owner).
     """
 
     __slots__ = (
@@ -185,7 +184,7 @@ class Registry:
         return self._registrations.get(fd)
 
     def register(
-        self, owner: Owner, fd: int, obj: object, sock: object, events: int, urgent: bool = True
+        self, owner: Owner, fd: int, obj: object, sock: object, events: int, urgent: bool
     ) -> Registration:
         """Register ``fd`` for ``owner``, replacing a registration made for another object.
 

@@ -114,8 +114,8 @@ class async_chat(asyncore.dispatcher):
     (on a class or an instance, or for every channel by the environment variable
     ``ASYNCORE_ON_ASYNCIO_COALESCE_PUSHES=1``), the first reply of a read is sent at
     once, as before, and the rest are held until ``handle_read()`` returns (or
-    ``close()`` or ``discard_buffers()`` is called), then sent together, up to ``ac_out_buffer_size`` bytes per
-    ``send()``.  The bytes and their order on the wire are the same.  What differs:
+    ``close()`` or ``discard_buffers()`` is called), then sent together, up to
+    ``ac_out_buffer_size`` bytes per ``send()``.  The bytes and their order on the wire are the same.  What differs:
     ``producer_fifo`` still holds those replies inside the handler, and a failing send
     is noticed after the last callback of the read instead of in the middle.  Only
     channels that keep 3.11's ``send()`` and ``initiate_send()`` coalesce; do not set it
@@ -216,7 +216,7 @@ class async_chat(asyncore.dispatcher):
             try:
                 self.__split_input()
             finally:
-                self.__send_held()
+                self._send_held()
         else:
             self.__split_input()
         if self.__in_pos:
@@ -300,7 +300,7 @@ class async_chat(asyncore.dispatcher):
         if held >= 0:
             self.__held = held + 1
             if held:
-                return  # sent by __send_held(); the first push of a read goes out now
+                return  # sent by _send_held(); the first push of a read goes out now
         try:
             self.initiate_send()
         finally:
@@ -385,12 +385,11 @@ class async_chat(asyncore.dispatcher):
                 del self.producer_fifo[0]
             return
 
-    def _send_held_before_close(self) -> None:
-        # Called by dispatcher.close(): what 3.11 had sent before the close goes first.
-        self.__send_held()
-
-    def __send_held(self) -> None:
+    def _send_held(self) -> None:
         """Send what the pushes held back while coalescing would have sent one by one.
+
+        Called when ``handle_read()`` returns, and by ``discard_buffers()`` and
+        ``dispatcher.close()``: what 3.11 had already sent goes out first.
 
         Each held push stands for one ``initiate_send()`` 3.11 would have made: runs of
         non-empty ``bytes`` entries at the head of the fifo go out joined (at most
@@ -437,7 +436,7 @@ class async_chat(asyncore.dispatcher):
     def discard_buffers(self) -> None:
         """Drop all buffered input, collected data and queued output."""
         # Replies held by coalesce_pushes were already sent in 3.11: send them, not drop them.
-        self.__send_held()
+        self._send_held()
         self.ac_in_buffer = b""
         del self.incoming[:]
         self.producer_fifo.clear()

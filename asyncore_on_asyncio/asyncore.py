@@ -240,7 +240,7 @@ class dispatcher:
         return data
 
     def close(self) -> None:
-        send_held = getattr(self, "_send_held_before_close", None)
+        send_held = getattr(self, "_send_held", None)
         if send_held is not None:
             send_held()  # an async_chat's replies held back by coalesce_pushes
         self.connected = False
