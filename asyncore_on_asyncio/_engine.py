@@ -5,12 +5,14 @@ Each thread that calls ``loop()`` gets one event loop from the loop factory
 default), kept with its registrations between calls so that ``loop(timeout,
 count=1)`` from a host application is cheap, and closed when the thread ends.
 ``serve()`` uses whatever loop is running.  Every loop in use has one
-:class:`Engine`: its fd registry and the drivers of the maps it serves.
+:class:`Engine`: its readiness source (made when first needed) and the drivers of
+the maps it serves.
 
 The asyncore API reports changes here (:func:`map_changed`,
-:func:`interest_changed`); a change made in another thread than the loop's is
-handed over with ``call_soon_threadsafe``, so the registry is only ever touched by
-its loop's thread.
+:func:`interest_changed`).  A change made in another thread than the loop's is
+handed over with ``call_soon_threadsafe``, so the records are only ever changed by
+their loop's thread; an fd about to be closed there is unregistered at once where
+the source can do that from any thread (epoll can).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._errors import RERAISED
-from ._interest import Owner, Registry
+from ._readiness import Owner, SourceBase, make_source
 
 __all__ = [
     "LOOP_ENV_VAR",
@@ -48,27 +50,49 @@ class MapDriver(Owner, Protocol):
     """What the engine needs from the driver of one map (see :mod:`._driver`)."""
 
     map: dict[Any, Any]
+    handling: object
 
     def changed(self, key: Any = None) -> None: ...
 
 
 class Engine:
-    """The registry and the map drivers of one event loop."""
+    """The readiness source and the map drivers of one event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.registry = Registry(loop)
+        self._source: SourceBase | None = None
         self.drivers: dict[int, MapDriver] = {}
         self.thread_id = threading.get_ident()
         self.failures: list[tuple[BaseException, Any]] = []
-        # fd -> write end of the pipe whose read end was dup2()ed over fd (see close_socket).
-        self.placeholders: dict[int, int] = {}
         self.tasks: set[asyncio.Task[Any]] = set()  # started by spawn(), kept alive till done
+        self.loop_ran_at = float("-inf")
+
+    @property
+    def source(self) -> SourceBase:
+        """The readiness source of this loop, made on first use (it holds an fd)."""
+        source = self._source
+        if source is None:
+            source = self._source = make_source(self.loop, self._readable)
+        return source
+
+    def _readable(self) -> bool:
+        """The source may have readiness: run the waiting drivers; whether there were any."""
+        waiting = [driver for driver in self.drivers.values() if driver.waiting]
+        for driver in waiting:
+            driver.readiness()
+        return bool(waiting)
+
+    def remove(self, fd: int, obj: object) -> None:
+        """In the loop's thread: unregister ``fd`` if it is registered for ``obj``."""
+        source = self._source
+        rec = None if source is None else source.record(fd)
+        if rec is not None and rec.obj is obj:
+            self.source.remove(rec)
 
     def apply_change(self, map_id: int, key: Any, forget: int | None, obj: object) -> None:
         """In the loop's thread: forget fd ``forget`` if it is ``obj``'s; the map's ``key`` changed."""
         if forget is not None:
-            self.registry.forget(forget, obj)
+            self.remove(forget, obj)
         driver = self.drivers.get(map_id)
         if driver is None:
             return
@@ -76,24 +100,28 @@ class Engine:
             driver.changed(key)
             return
         # Emptied between loop() calls: let the driver (and what it remembers) go.
-        self.registry.release(driver)
+        for rec in list(driver.records.values()):
+            self.source.remove(rec)
         del self.drivers[map_id]
 
-    def release_placeholder(self, fd: int) -> None:
-        """In the loop's thread: unregister ``fd`` (a placeholder now), then close it."""
-        keep = self.placeholders.pop(fd, None)
-        if keep is not None:
-            self.registry.drop_fd(fd)
-            os.close(fd)
-            os.close(keep)
+    def run_loop(self) -> None:
+        """Run the event loop until something stops it."""
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop_ran_at = self.loop.time()
+
+    def iterate_if_due(self, interval: float) -> None:
+        """Give the event loop one iteration if it has not run for ``interval`` seconds."""
+        if self.loop.time() - self.loop_ran_at >= interval:
+            self.loop.call_soon(self.loop.stop)
+            self.run_loop()
 
     def close(self) -> None:
-        """The loop is being closed: drop every registration and placeholder."""
-        self.registry.close()
-        for fd, keep in list(self.placeholders.items()):
-            del self.placeholders[fd]
-            os.close(fd)
-            os.close(keep)
+        """The loop is being closed (or no longer served): drop every registration."""
+        if self._source is not None:
+            self._source.close()
+            self._source = None
 
     def report_failure(self, exc: BaseException, dispatcher: Any) -> None:
         """A spawned task failed: hand it to the next cycle of any driver of this loop."""
@@ -268,100 +296,69 @@ def map_changed(map: dict[Any, Any], key: Any = None, obj: object = None, closin
     """The entry ``key`` of ``map`` (``None``: any) changed; ``closing``: ``obj`` leaves it.
 
     When ``closing``, the registration of fd ``key`` is dropped now (before the caller
-    closes it) if this thread runs the loop it is registered with, or as soon as that
-    loop's thread gets to it otherwise.  A wait on ``map`` wakes to see the change.
+    closes it) if this thread runs the loop it is registered with or the source can
+    do it from any thread, and as soon as that loop's thread gets to it otherwise.
+    A wait on ``map`` wakes to see the change.
     """
     map_id = id(map)
     me = threading.get_ident()
     for engine in _engine_list:
         forget = None
-        if closing and type(key) is int:
-            reg = engine.registry.registration(key)
-            if reg is not None and reg.obj is obj:
+        source = engine._source
+        if closing and type(key) is int and source is not None:
+            rec = source.record(key)
+            if rec is not None and rec.obj is obj:
                 forget = key
         if forget is None and map_id not in engine.drivers:
             continue
         if engine.thread_id == me:
             engine.apply_change(map_id, key, forget, obj)
-        else:
-            try:
-                engine.loop.call_soon_threadsafe(engine.apply_change, map_id, key, forget, obj)
-            except RuntimeError:
-                # That loop is closed: it has no registrations left to drop.
-                pass
+            continue
+        if forget is not None and source is not None:
+            source.remove_from_thread(forget, obj)
+        try:
+            engine.loop.call_soon_threadsafe(engine.apply_change, map_id, key, forget, obj)
+        except RuntimeError:
+            # That loop is closed: it has no registrations left to drop.
+            pass
 
 
 def close_socket(sock: Any, fd: int | None) -> None:
     """Close a dispatcher's socket, whose fd ``fd`` a loop in another thread may still watch.
 
-    libuv aborts the process if an fd it has a pending registration change for is
-    closed behind its back, and only the loop's own thread may unregister it.  So when
-    another thread's uvloop (any loop but asyncio's selector loops) watches ``fd``,
-    the socket's file is released at once by ``dup2()``-ing a pipe over the fd
-    number, and the loop's thread unregisters and closes that placeholder.  The peer
-    sees the close immediately either way.
+    The source of that loop decides (see :meth:`._readiness.loop_fds.LoopFdSource.close_from_thread`);
+    epoll has unregistered it already and the socket is simply closed.
     """
-    engine = None if fd is None else _foreign_watcher(fd)
-    if engine is None or fd is None:
-        sock.close()
-        return
-    placeholder, keep = os.pipe()  # never readable while ``keep`` is open: no events
-    try:
-        os.dup2(placeholder, fd)
-    finally:
-        os.close(placeholder)
-    detach = getattr(sock, "detach", None)
-    if detach is not None:
-        detach()
-    else:
-        sock.fd = -1  # a file_wrapper: its fd is the placeholder now
-    engine.placeholders[fd] = keep
-    try:
-        engine.loop.call_soon_threadsafe(engine.release_placeholder, fd)
-    except RuntimeError:
-        # That loop was closed meanwhile, and its registrations with it.
-        if engine.placeholders.pop(fd, None) is not None:
-            os.close(fd)
-            os.close(keep)
-
-
-def _foreign_watcher(fd: int) -> Engine | None:
-    me = threading.get_ident()
-    for engine in _engine_list:
-        if (
-            engine.thread_id != me
-            and not isinstance(engine.loop, asyncio.BaseEventLoop)
-            and engine.registry.registration(fd) is not None
-        ):
-            return engine
-    return None
-
-
-handling: object = None
-"""The object whose event handler a cycle is running now (set by :mod:`._dispatch`).
-
-Its predicates are asked again after the handler anyway, so a change it makes to
-itself (the ``push()`` of an echo) needs no notification."""
+    if fd is not None:
+        me = threading.get_ident()
+        for engine in _engine_list:
+            source = engine._source
+            if engine.thread_id != me and source is not None and source.record(fd) is not None:
+                if source.close_from_thread(sock, fd):
+                    return
+                break
+    sock.close()
 
 
 def interest_changed(obj: object) -> None:
     """``obj``'s ``readable()``/``writable()`` may have changed: a waiting cycle re-asks at once.
 
-    Called for every ``push()``: the common cases are kept short.
+    Called for every ``push()``: the common cases are kept short.  A change that
+    ``obj``'s own handler makes needs no notification (it is asked again after it).
     """
-    if obj is handling:
-        return
     map = getattr(obj, "_map", None)
     if not _engine_list or map is None:
         return
     map_id = id(map)
+    me = threading.get_ident()
     for engine in _engine_list:
         driver = engine.drivers.get(map_id)
         if driver is None:
             continue
         key = getattr(obj, "_fileno", None)
-        if engine.thread_id == threading.get_ident():
-            driver.changed(key)
+        if engine.thread_id == me:
+            if driver.handling is not obj:
+                driver.changed(key)
             continue
         try:
             engine.loop.call_soon_threadsafe(engine.apply_change, map_id, key, None, obj)

@@ -71,7 +71,7 @@ import socket
 from collections import deque
 from typing import Any, AnyStr, Protocol, Union
 
-from . import asyncore
+from . import _scan, asyncore
 from ._classflags import PerClass
 from ._engine import interest_changed
 
@@ -213,10 +213,13 @@ class async_chat(asyncore.dispatcher):
         self.__in_pos = 0
         if self.coalesce_pushes and self.__held < 0 and _sends_like_3_11(self):
             self.__held = 0
+            # dispatcher.close() sends them first, also when called directly as
+            # asyncore.dispatcher.close(self), as 3.11-era subclasses do.
+            asyncore._flush_before_close[id(self)] = self.__send_held
             try:
                 self.__split_input()
             finally:
-                self._send_held()
+                self.__send_held()
         else:
             self.__split_input()
         if self.__in_pos:
@@ -300,7 +303,7 @@ class async_chat(asyncore.dispatcher):
         if held >= 0:
             self.__held = held + 1
             if held:
-                return  # sent by _send_held(); the first push of a read goes out now
+                return  # sent by __send_held(); the first push of a read goes out now
         try:
             self.initiate_send()
         finally:
@@ -385,11 +388,12 @@ class async_chat(asyncore.dispatcher):
                 del self.producer_fifo[0]
             return
 
-    def _send_held(self) -> None:
+    def __send_held(self) -> None:
         """Send what the pushes held back while coalescing would have sent one by one.
 
         Called when ``handle_read()`` returns, and by ``discard_buffers()`` and
-        ``dispatcher.close()``: what 3.11 had already sent goes out first.
+        ``dispatcher.close()`` (through ``asyncore._flush_before_close``, only while
+        replies are held): what 3.11 had already sent goes out first.
 
         Each held push stands for one ``initiate_send()`` 3.11 would have made: runs of
         non-empty ``bytes`` entries at the head of the fifo go out joined (at most
@@ -398,6 +402,7 @@ class async_chat(asyncore.dispatcher):
         """
         held = self.__held
         self.__held = -1
+        asyncore._flush_before_close.pop(id(self), None)
         if held < 2:
             return
         budget = held - 1  # the first push was sent when it was made
@@ -436,7 +441,7 @@ class async_chat(asyncore.dispatcher):
     def discard_buffers(self) -> None:
         """Drop all buffered input, collected data and queued output."""
         # Replies held by coalesce_pushes were already sent in 3.11: send them, not drop them.
-        self._send_held()
+        self.__send_held()
         self.ac_in_buffer = b""
         del self.incoming[:]
         self.producer_fifo.clear()
@@ -478,6 +483,9 @@ class simple_producer:
         rest = self.data
         self.data = b""
         return rest
+
+
+_scan.declare_stock(readable=async_chat.readable, writable=async_chat.writable)
 
 
 def _stock_senders(cls: type) -> bool:

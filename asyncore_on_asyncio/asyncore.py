@@ -23,6 +23,7 @@ import socket
 import sys
 import time  # noqa: F401 - likewise
 import warnings
+from collections.abc import Callable
 
 # The 3.11 module imported these errno names at top level; legacy code uses asyncore.EWOULDBLOCK...
 from errno import (  # noqa: F401
@@ -43,7 +44,7 @@ from errno import (  # noqa: F401
 from types import TracebackType
 from typing import Any
 
-from . import _driver, _engine, _interop
+from . import _driver, _engine, _interop, _scan
 from ._errors import DISCONNECTED as _DISCONNECTED
 from ._errors import RERAISED as _reraised_exceptions
 from ._errors import ExitNow  # noqa: F401 - public API
@@ -52,6 +53,10 @@ from ._handlers import _exception, read, readwrite, write  # noqa: F401 - public
 
 socket_map: dict[Any, Any] = {}
 """The default map.  ``loop()`` reads this module global at each call, so rebinding it works."""
+
+_flush_before_close: dict[int, Callable[[], None]] = {}
+"""id(dispatcher) -> what ``close()`` must call first: set by asynchat while an
+``async_chat`` holds replies back (``coalesce_pushes``), and only then."""
 
 
 def poll(timeout: float | None = 0.0, map: dict[Any, Any] | None = None) -> None:
@@ -240,9 +245,10 @@ class dispatcher:
         return data
 
     def close(self) -> None:
-        send_held = getattr(self, "_send_held", None)
-        if send_held is not None:
-            send_held()  # an async_chat's replies held back by coalesce_pushes
+        if _flush_before_close:
+            flush = _flush_before_close.pop(id(self), None)
+            if flush is not None:
+                flush()  # an async_chat's replies held back by coalesce_pushes
         self.connected = False
         self.accepting = False
         self.connecting = False
@@ -368,6 +374,14 @@ class dispatcher_with_send(dispatcher):
         self.initiate_send()
         if self.out_buffer:
             _engine.interest_changed(self)
+
+
+_scan.declare_stock(
+    readable=dispatcher.readable,
+    writable=dispatcher.writable,
+    quiet_urgent={name: getattr(dispatcher, name) for name in ("handle_expt_event", "handle_expt", "log_info")},
+)
+_scan.declare_stock(writable=dispatcher_with_send.writable)
 
 
 def compact_traceback() -> tuple[tuple[str, str, str], type[BaseException] | None, BaseException | None, str]:

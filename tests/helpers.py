@@ -235,3 +235,109 @@ def load_frozen() -> tuple[ModuleType, ModuleType]:
             frozen_asynchat = _load_from_dist("pyasynchat", "asynchat", _FROZEN_NAMES["asynchat"])
     assert frozen_asynchat.asyncore is frozen_asyncore
     return frozen_asyncore, frozen_asynchat
+
+
+# --------------------------------------------------------------------------- engine state
+
+
+def _source() -> Any:
+    from asyncore_on_asyncio import _engine
+
+    engine = _engine.engine_of_running_loop() or _engine.thread_engine_or_none()
+    return None if engine is None else engine._source
+
+
+def registrations() -> int:
+    """How many fds the engine of this thread (or of the running loop) holds records of."""
+    source = _source()
+    return 0 if source is None else len(source)
+
+
+def watched(fd: int) -> tuple[object, frozenset[str]] | None:
+    """``(object, what the kernel or loop watches for it)`` of fd's record, or ``None``.
+
+    The watches are named alike for both readiness sources: ``read``, ``write``
+    (a blocked writer: optimistic writers are not watched) and ``urgent``.
+    """
+    from asyncore_on_asyncio._readiness import epoll, loop_fds
+
+    source = _source()
+    rec = None if source is None else source.record(fd)
+    if rec is None:
+        return None
+    if isinstance(source, epoll.EpollSource):
+        bits = {"read": select.EPOLLIN, "write": select.EPOLLOUT, "urgent": select.EPOLLPRI}
+    else:
+        assert isinstance(source, loop_fds.LoopFdSource)
+        bits = {"read": loop_fds._READING, "write": loop_fds._WRITING, "urgent": loop_fds._URGENT}
+    return rec.obj, frozenset(name for name, bit in bits.items() if rec.mask & bit)
+
+
+class _CountingEpoll:
+    """Stands in for a source's ``select.epoll`` object, counting epoll_ctl calls."""
+
+    def __init__(self, epoll: Any, calls: list[str]) -> None:
+        self._epoll = epoll
+        self._calls = calls
+
+    def register(self, *args: Any) -> None:
+        self._calls.append("register")
+        self._epoll.register(*args)
+
+    def modify(self, *args: Any) -> None:
+        self._calls.append("modify")
+        self._epoll.modify(*args)
+
+    def unregister(self, *args: Any) -> None:
+        self._calls.append("unregister")
+        self._epoll.unregister(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._epoll, name)
+
+
+@contextlib.contextmanager
+def kernel_registrations() -> Iterator[list[str]]:
+    """Record every registration call the engine's readiness source makes meanwhile:
+    ``epoll_ctl`` for the epoll source, ``add_/remove_reader/writer`` for the fallback."""
+    from asyncore_on_asyncio import _engine
+    from asyncore_on_asyncio._readiness import epoll
+
+    engine = _engine.thread_engine()
+    source = engine.source
+    calls: list[str] = []
+    if isinstance(source, epoll.EpollSource):
+        real = source._epoll
+        source._epoll = _CountingEpoll(real, calls)  # type: ignore[assignment]
+        try:
+            yield calls
+        finally:
+            source._epoll = real
+        return
+    loop = engine.loop
+    names = ("add_reader", "remove_reader", "add_writer", "remove_writer")
+    originals = {name: getattr(loop, name) for name in names}
+
+    def counting(name: str) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            calls.append(name)
+            return originals[name](*args)
+
+        return call
+
+    for name in names:
+        setattr(loop, name, counting(name))
+    try:
+        yield calls
+    finally:
+        for name in names:
+            delattr(loop, name)
+
+
+def fallback_source_forced() -> bool:
+    """Does this run use the per-fd fallback source (``ASYNCORE_ON_ASYNCIO_READINESS``)?"""
+    import os
+
+    from asyncore_on_asyncio._readiness import READINESS_ENV_VAR
+
+    return os.environ.get(READINESS_ENV_VAR, "").strip().lower() == "loop-fds" or not hasattr(select, "epoll")

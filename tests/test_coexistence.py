@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import asyncore_on_asyncio
-from asyncore_on_asyncio import _engine, asynchat, asyncore
+from asyncore_on_asyncio import asynchat, asyncore
+from tests import helpers
 
 pytestmark = pytest.mark.asyncio
 
@@ -40,8 +41,7 @@ class EchoServer(asyncore.dispatcher):
 
 
 def registrations() -> int:
-    engine = _engine.engine_of_running_loop()
-    return 0 if engine is None else len(engine.registry)
+    return helpers.registrations()
 
 
 async def test_legacy_server_asyncio_client() -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from asyncore_on_asyncio import _engine, asyncore
+from asyncore_on_asyncio import asyncore
+from tests import helpers
 from tests.helpers import run_until, socketpair
 
 
@@ -48,7 +49,7 @@ def make_reader(raise_: BaseException | None, trace: list[str]) -> type[asyncore
 
 
 def registrations() -> int:
-    return len(_engine.current_engine().registry)
+    return helpers.registrations()
 
 
 def test_default_handle_error_prints_and_closes(

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from asyncore_on_asyncio import _engine, asyncore
+from asyncore_on_asyncio import asyncore
+from tests import helpers
 from tests.helpers import run_until, socketpair
 
 
@@ -59,7 +60,7 @@ def reuse_fd(sock: socket.socket, fd: int) -> socket.socket:
 
 
 def registry_size() -> int:
-    return len(_engine.current_engine().registry)
+    return helpers.registrations()
 
 
 @pytest.mark.parametrize("use_poll", [False, True])

@@ -12,6 +12,7 @@ import pytest
 
 import asyncore_on_asyncio
 from asyncore_on_asyncio import _engine, asyncore
+from tests import helpers
 from tests.helpers import listener, run_until, socketpair
 
 
@@ -174,18 +175,15 @@ def test_interest_change_is_diffed(idle_pair: Any) -> None:
 
     d = Toggle(a, map=m)
     asyncore.loop(timeout=0, map=m, count=1)
-    registry = _engine.current_engine().registry
-    reg = registry.registration(a.fileno())
-    assert reg is not None and reg.reading and not reg.writing
+    assert helpers.watched(a.fileno()) == (d, {"read"})
     d.want_write = True
     asyncore.loop(timeout=1, map=m, count=1)
     assert d.writes == 1
     asyncore.loop(timeout=0, map=m, count=1)
-    assert registry.registration(a.fileno()) is reg
-    assert reg.reading and not reg.writing
+    assert helpers.watched(a.fileno()) == (d, {"read"})
     d.close()
-    assert registry.registration(a.fileno()) is None
-    assert not len(registry)
+    assert helpers.watched(a.fileno()) is None
+    assert helpers.registrations() == 0
 
 
 def test_loop_inside_running_asyncio_loop_names_serve() -> None:
@@ -442,11 +440,10 @@ def test_classes_made_at_run_time_are_not_kept_alive(idle_pair: Any) -> None:
         m: dict[int, Any] = {}
         d = cls(idle_pair[0], map=m)
         asyncore.loop(timeout=0.01, map=m, count=1)
-        reg = _engine.thread_engine().registry.registration(idle_pair[0].fileno())
-        assert reg is not None and reg.reading and reg.urgent is False
+        assert helpers.watched(idle_pair[0].fileno()) == (d, {"read"})
         d.del_channel()
         refs.append(weakref.ref(cls))
-        del cls, d, namespace, reg
+        del cls, d, namespace
         gc.collect()
     assert [ref() for ref in refs] == [None, None, None]
 
@@ -488,7 +485,6 @@ def test_changing_answers_of_user_predicates_are_applied_every_cycle(use_poll: b
         client.send(b"x")  # every socket is readable and writable from now on
     for _, server in pairs:
         _wait_readable(server)
-    registry = _engine.thread_engine().registry
     try:
         for _ in range(60):
             for d in rng.sample(dispatchers, 6):
@@ -499,14 +495,12 @@ def test_changing_answers_of_user_predicates_are_applied_every_cycle(use_poll: b
             for d in dispatchers:
                 fd = d._fileno
                 assert fd is not None
-                reg = registry.registration(fd)
+                held = helpers.watched(fd)
                 if d.wants_read or d.wants_write:
-                    assert reg is not None and reg.obj is d
-                    # (-1: parked by a report that came after the cycle; the next scan
-                    # registers it again.)
-                    assert reg.reading is d.wants_read or reg.events == -1
+                    assert held is not None and held[0] is d
+                    assert ("read" in held[1]) is d.wants_read
                 else:
-                    assert reg is None or reg.obj is not d
+                    assert held is None or held[0] is not d
                 got = calls.get(fd, [])
                 # Readable and writable at once: asked for it, it is dispatched.
                 assert ("write" in got) is d.wants_write

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from asyncore_on_asyncio import _engine, asyncore
+from asyncore_on_asyncio import asyncore
+from tests import helpers
 from tests.helpers import load_frozen, socketpair
 
 pytestmark = pytest.mark.skipif(
@@ -123,9 +124,9 @@ def test_urgent_data_is_watched_only_where_observable(setup: str, watched: bool)
         d.ignore_log_types = frozenset()
     try:
         asyncore.loop(timeout=0.01, map=m, count=1)
-        reg = _engine.thread_engine().registry.registration(a.fileno())
-        assert reg is not None and reg.reading
-        assert reg.priority is watched
+        held = helpers.watched(a.fileno())
+        assert held is not None and held[0] is d and "read" in held[1]
+        assert ("urgent" in held[1]) is watched
     finally:
         d.close()
         b.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from asyncore_on_asyncio import _engine
+from tests import helpers
 
 __all__ = [
     "collapse_runs",
@@ -30,7 +30,7 @@ DEADLINE = 10.0
 
 def registrations() -> int:
     """How many fds the calling thread's engine still has registered with its event loop."""
-    return len(_engine.current_engine().registry)
+    return helpers.registrations()
 
 
 def wait_for_error(sock: socket.socket, deadline: float = DEADLINE) -> None:

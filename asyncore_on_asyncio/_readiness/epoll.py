@@ -1,0 +1,211 @@
+"""One private epoll per event loop: every dispatcher fd of every map served there.
+
+Why this shape
+--------------
+3.11 asked the kernel once per cycle, with ``select()``, about exactly the fds
+that wanted something.  Registering each fd with the event loop instead
+(``add_reader``/``add_writer``) made every cycle cost an event-loop iteration and
+every connection a registration pair inside the loop, and told us only *that* an
+fd was ready, not with which flags.  Here the engine keeps its own level-triggered
+epoll holding each fd with the mask its dispatcher wants, and each cycle asks it
+``epoll.poll(0)`` itself: exact ``(fd, flags)`` pairs, for the ready fds only.
+
+The dispatchers are still registered with the event loop: through the epoll's own
+fd, which is pollable and becomes readable when any fd in it is ready.  That fd is
+the loop's only reader for dispatchers (one ``add_reader`` for the loop's whole
+life), so a waiting cycle and the loop's coroutines are woken by the same wait,
+uvloop needs no special code, and libuv never sees a dispatcher's fd: closing a
+socket from any thread cannot upset it.
+
+epoll facts this module relies on
+---------------------------------
+* Level-triggered registrations report again at every poll until drained, as
+  ``select()`` did; a pending urgent byte (EPOLLPRI) too.
+* EPOLL* and POLL* bits are equal on Linux, so epoll's flags are what 3.11's
+  ``poll()`` saw.  EPOLLERR and EPOLLHUP are reported whatever the mask.
+* A regular file cannot be registered (EPERM): :class:`..SourceBase` reports it
+  always ready, as ``select()`` did.
+* The kernel drops a closed fd from the epoll only when its *last* duplicate is
+  closed.  Until then the entry keeps being reported under the old number and
+  cannot be removed (EBADF once the number is closed, ENOENT once it is reused).
+  Such a stale entry is detected (a report for an fd we hold no record of, or a
+  failed DEL/MOD) and the epoll is rebuilt from the records, which drops it; a
+  report cannot turn into a busy loop.
+* ``epoll_ctl`` is safe from any thread.  :meth:`EpollSource.remove_from_thread`
+  lets ``close()`` from another thread unregister before it closes the fd; a lock
+  keeps the kernel and the records in step.
+
+Close order, for every path (``close()``, ``del_channel()``, a socket swapped under
+the same fd): the record is removed (DEL) first, then the caller closes the fd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import threading
+from collections.abc import Callable
+from typing import Final
+
+from . import POLLIN, POLLOUT, POLLPRI, PRIORITY, READ, WRITE, Owner, Record, SourceBase
+
+__all__ = ["EpollSource"]
+
+_EPOLLIN: Final = getattr(select, "EPOLLIN", POLLIN)
+_EPOLLPRI: Final = getattr(select, "EPOLLPRI", POLLPRI)
+_EPOLLOUT: Final = getattr(select, "EPOLLOUT", POLLOUT)
+
+
+def _epoll_mask(events: int, urgent: bool, blocked: bool) -> int:
+    return (
+        (_EPOLLIN if events & READ else 0)
+        | (_EPOLLPRI if events & PRIORITY and urgent else 0)
+        | (_EPOLLOUT if events & WRITE and blocked else 0)
+    )
+
+
+_MASKS: Final = tuple(
+    _epoll_mask(events, bool(index & 16), bool(index & 32))
+    for index in range(64)
+    for events in (index & 15,)
+)
+"""``_epoll_mask(events, urgent, blocked)`` at ``events | urgent << 4 | blocked << 5``."""
+
+
+class EpollSource(SourceBase):
+    """The records of one event loop, held in one private level-triggered epoll."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_readable: Callable[[], bool]) -> None:
+        super().__init__(loop)
+        self._on_readable = on_readable
+        self._lock = threading.Lock()
+        self._stale = False
+        self._epoll = select.epoll()
+        loop.add_reader(self._epoll.fileno(), self._readable)
+
+    # -- the kernel side --------------------------------------------------------------------
+
+    def _apply(self, rec: Record) -> None:
+        want = _MASKS[rec.events & 15 | rec.urgent << 4 | rec.blocked << 5]
+        if want == rec.mask:
+            return
+        with self._lock:
+            self._ctl(rec, want)
+
+    def _ctl(self, rec: Record, want: int) -> None:
+        # Called with the lock held.
+        epoll = self._epoll
+        fd = rec.fd
+        try:
+            if not rec.mask:
+                epoll.register(fd, want)
+            elif want:
+                epoll.modify(fd, want)
+            else:
+                epoll.unregister(fd)
+        except FileExistsError:
+            # EEXIST: this file is in the epoll already (another record was made for the
+            # same socket); take it over.
+            epoll.modify(fd, want)
+        except FileNotFoundError:
+            # ENOENT: the number now names another file; the old file's entry may live on
+            # (a dup keeps it open): rebuild, and register this file afresh.
+            self._stale = True
+            rec.mask = 0
+            if want:
+                self._ctl(rec, want)
+            return
+        except OSError as exc:
+            # EPERM (a regular file) or EBADF (closed; a dup may keep its entry alive).
+            self._stale = self._stale or not isinstance(exc, PermissionError)
+            self._refused(rec, exc)
+            return
+        rec.mask = want
+
+    def _unwatch(self, rec: Record) -> None:
+        if rec.mask:
+            with self._lock:
+                self._ctl(rec, 0)
+
+    def remove_from_thread(self, fd: int, obj: object) -> bool:
+        """Unregister ``fd`` now if it is held for ``obj``; the loop's thread forgets the record."""
+        rec = self._records.get(fd)
+        if rec is not None and rec.obj is obj and rec.mask:
+            with self._lock:
+                if rec.mask:
+                    self._ctl(rec, 0)
+        return True
+
+    def _rebuild(self) -> None:
+        """A new epoll from the records: entries of fds closed behind our back are gone."""
+        with self._lock:
+            self._stale = False
+            old = self._epoll
+            self._epoll = select.epoll()
+            for rec in list(self._records.values()):
+                want, rec.mask = rec.mask, 0
+                if want:
+                    self._ctl(rec, want)
+            self.loop.remove_reader(old.fileno())
+            self.loop.add_reader(self._epoll.fileno(), self._readable)
+            old.close()
+
+    # -- readiness --------------------------------------------------------------------------
+
+    def collect(self, owner: Owner) -> dict[int, int]:
+        """The exact flags of ``owner``'s ready fds: one ``epoll.poll(0)``, plus optimistic
+        writers and unwatchable fds.  Another owner's ready fd wakes that owner, or is
+        parked (unregistered until its next scan) if its map is not being served."""
+        if self._stale:
+            self._rebuild()
+        ready: dict[int, int] = {}
+        records = self._records
+        for fd, flags in self._epoll.poll(0, len(records) + 1):
+            rec = records.get(fd)
+            if rec is None:
+                self._stale = True  # the entry of an fd closed behind our back
+            elif rec.owner is owner:
+                ready[fd] = flags
+            elif rec.mask:
+                self._elsewhere(rec)
+        if self._writers:
+            self._collect_writers(owner, ready)
+        if self._unwatchable:
+            self._collect_unwatchable(owner, ready)
+        if self._stale:
+            self._rebuild()
+        return ready
+
+    def _elsewhere(self, rec: Record) -> None:
+        owner = rec.owner
+        if owner.in_cycle:
+            owner.wake()
+            return
+        # Nobody serves that map now: a level-triggered fd would keep the epoll readable.
+        self._unwatch(rec)
+        rec.events = -1
+        owner.parked(rec.fd)
+
+    def _readable(self) -> None:
+        """The epoll's fd is readable (the event loop's reader callback)."""
+        if not self._on_readable():
+            self._drain()
+
+    def _drain(self) -> None:
+        """No owner is waiting: wake the ones serving, park the others' ready fds."""
+        if self._stale:
+            self._rebuild()
+        records = self._records
+        for fd, _ in self._epoll.poll(0, len(records) + 1):
+            rec = records.get(fd)
+            if rec is None:
+                self._stale = True
+            elif rec.mask:
+                self._elsewhere(rec)
+        if self._stale:
+            self._rebuild()
+
+    def close(self) -> None:
+        super().close()
+        self.loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()

@@ -1,0 +1,274 @@
+"""The fallback source: each fd registered with the event loop through add_reader/add_writer.
+
+Used where there is no epoll (or when ``ASYNCORE_ON_ASYNCIO_READINESS=loop-fds``).
+The event loop's callbacks only *hint* that an fd may be ready (they record it in
+the owner's ``ready`` and run a waiting owner); :meth:`LoopFdSource.collect` then
+asks one zero-timeout ``poll()`` for the exact flags of the hinted fds and the
+optimistic writers, which also drops hints made stale by an earlier handler.
+
+What per-fd registration needs on top of :class:`..SourceBase`:
+
+* An owner that is not being served parks a ready fd (unregisters it until its
+  next scan), so that a level-triggered fd of an idle map cannot turn another
+  map's waits into a busy loop.
+* libuv stops watching an fd once it reported an error on it: an fd seen with
+  POLLERR is registered afresh at the next scan.
+* asyncio has no event for urgent data: on Linux a private epoll watches EPOLLPRI
+  (edge-triggered, re-armed at each update so that a pending urgent byte is
+  reported every cycle, as ``select()`` did); elsewhere urgent data alone does
+  not wake a cycle.
+* libuv aborts the process if an fd it watches is closed by another thread; such a
+  close ``dup2()``s a pipe over the fd number (:meth:`LoopFdSource.close_from_thread`)
+  and the loop's thread unregisters and closes that placeholder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+from collections.abc import Callable
+from typing import Any, Final
+
+from . import (
+    POLLERR,
+    POLLIN,
+    POLLOUT,
+    POLLPRI,
+    PRIORITY,
+    READ,
+    WATCHED,
+    WRITE,
+    Owner,
+    Record,
+    SourceBase,
+)
+
+__all__ = ["LoopFdSource"]
+
+_READING: Final = 1
+_WRITING: Final = 2
+_URGENT: Final = 4
+"""Record.mask bits: add_reader, add_writer, the EPOLLPRI watch."""
+
+
+def _poll_request(events: int) -> int:
+    return (
+        (POLLIN if events & READ else 0)
+        | (POLLOUT if events & WRITE else 0)
+        | (POLLPRI if events & PRIORITY else 0)
+    )
+
+
+_POLL_REQUEST: Final = tuple(_poll_request(events) for events in range(16))
+
+
+class _PriorityWatch:
+    """An epoll reporting EPOLLPRI (urgent data) for the fds added to it, edge-triggered."""
+
+    _FLAGS: Final = getattr(select, "EPOLLPRI", 0) | getattr(select, "EPOLLET", 0)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_priority: Callable[[int], None]) -> None:
+        self._epoll = select.epoll()
+        self._loop = loop
+        self._on_priority = on_priority
+        loop.add_reader(self._epoll.fileno(), self._drain)
+
+    def add(self, fd: int) -> None:
+        """Watch ``fd``, or report its pending urgent data again (re-arms the edge)."""
+        try:
+            self._epoll.register(fd, self._FLAGS)
+        except FileExistsError:
+            self._epoll.modify(fd, self._FLAGS)
+
+    def remove(self, fd: int) -> None:
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            # Closed (EBADF) or closed and reused (ENOENT): the kernel forgot it already.
+            pass
+
+    def _drain(self) -> None:
+        for fd, _ in self._epoll.poll(0):
+            self._on_priority(fd)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+
+
+class LoopFdSource(SourceBase):
+    """Records of one event loop, each fd registered with the loop itself."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._priority: _PriorityWatch | None = None
+        self._placeholders: dict[int, int] = {}
+        """fd -> write end of the pipe whose read end was dup2()ed over fd."""
+
+    # -- the loop side ----------------------------------------------------------------------
+
+    def _apply(self, rec: Record) -> None:
+        events = rec.events
+        fd = rec.fd
+        loop = self.loop
+        mask = rec.mask
+        try:
+            if events & READ:
+                if not mask & _READING:
+                    loop.add_reader(fd, self._hint, rec, READ)
+                    mask |= _READING
+            elif mask & _READING:
+                loop.remove_reader(fd)
+                mask &= ~_READING
+            if events & WRITE and rec.blocked:
+                if not mask & _WRITING:
+                    loop.add_writer(fd, self._hint, rec, WRITE)
+                    mask |= _WRITING
+            elif mask & _WRITING:
+                loop.remove_writer(fd)
+                mask &= ~_WRITING
+        except OSError as exc:
+            # EPERM (a regular file) or EBADF (closed).
+            rec.mask = mask
+            self._unwatch(rec)
+            self._refused(rec, exc)
+            return
+        if events & PRIORITY and rec.urgent and hasattr(select, "epoll"):
+            if self._priority is None:
+                self._priority = _PriorityWatch(loop, self._on_priority)
+            try:
+                self._priority.add(fd)  # also re-arms: see _on_priority
+                mask |= _URGENT
+            except OSError:
+                # EPERM or EBADF: such an fd has no urgent data to report.
+                pass
+        elif mask & _URGENT:
+            self._remove_priority(fd)
+            mask &= ~_URGENT
+        rec.mask = mask
+
+    def _unwatch(self, rec: Record) -> None:
+        mask, rec.mask = rec.mask, 0
+        if mask & _READING:
+            self._quietly(self.loop.remove_reader, rec.fd)
+        if mask & _WRITING:
+            self._quietly(self.loop.remove_writer, rec.fd)
+        if mask & _URGENT:
+            self._remove_priority(rec.fd)
+
+    def _remove_priority(self, fd: int) -> None:
+        if self._priority is not None:
+            self._priority.remove(fd)
+
+    @staticmethod
+    def _quietly(remove: Callable[[int], Any], fd: int) -> None:
+        try:
+            remove(fd)
+        except OSError:
+            # The fd was closed behind our back; the selector has forgotten it already.
+            pass
+
+    # -- readiness --------------------------------------------------------------------------
+
+    def _hint(self, rec: Record, event: int) -> None:
+        """The loop's reader/writer callback; also the priority watch's."""
+        owner = rec.owner
+        owner.ready[rec.fd] = owner.ready.get(rec.fd, 0) | event
+        if owner.waiting:
+            owner.readiness()
+        elif not owner.in_cycle:
+            self._park(rec)
+
+    def _park(self, rec: Record) -> None:
+        self._unwatch(rec)
+        rec.events = -1
+        rec.owner.parked(rec.fd)
+
+    def _on_priority(self, fd: int) -> None:
+        rec = self._records.get(fd)
+        if rec is not None and rec.mask & _URGENT:
+            rec.events = -1  # the next update re-applies it, which re-arms the edge
+            rec.owner.parked(fd)
+            self._hint(rec, PRIORITY)
+
+    def collect(self, owner: Owner) -> dict[int, int]:
+        """Exact flags, from one zero-timeout ``poll()``, of the hinted fds and the writers."""
+        hints, owner.ready = owner.ready, {}
+        records = self._records
+        asked = [rec for fd in hints if (rec := records.get(fd)) is not None and rec.owner is owner]
+        asked += [rec for rec in self._writers.values() if rec.owner is owner and rec.fd not in hints]
+        ready: dict[int, int] = {}
+        if asked:
+            pollster = select.poll()
+            for rec in asked:
+                if rec.kind == WATCHED:
+                    pollster.register(rec.fd, _POLL_REQUEST[rec.events & 15])
+            ready = dict(pollster.poll(0))
+            for rec in asked:
+                flags = ready.get(rec.fd, 0)
+                if flags & POLLERR:
+                    self._park(rec)  # libuv stopped watching it: register afresh
+                elif rec.events & WRITE and not flags & POLLOUT and not rec.blocked:
+                    rec.blocked = True  # an optimistic write that would block after all
+                    self._writers.pop(rec.fd, None)
+                    self._apply(rec)
+        if self._unwatchable:
+            self._collect_unwatchable(owner, ready)
+        return ready
+
+    # -- closing from another thread --------------------------------------------------------
+
+    def remove_from_thread(self, fd: int, obj: object) -> bool:
+        """Not safe here: only the loop's thread may unregister (the caller hands it over)."""
+        return False
+
+    def close_from_thread(self, sock: Any, fd: int) -> bool:
+        """Close ``sock``, registered here, from another thread; ``False``: just close it.
+
+        On uvloop the file is released at once by ``dup2()``-ing a pipe over the fd
+        number (never readable while its write end is open: no events), and the
+        loop's thread unregisters and closes that placeholder.
+        """
+        if isinstance(self.loop, asyncio.BaseEventLoop):
+            return False  # asyncio's selector forgets a closed fd by itself
+        placeholder, keep = os.pipe()
+        try:
+            os.dup2(placeholder, fd)
+        finally:
+            os.close(placeholder)
+        detach = getattr(sock, "detach", None)
+        if detach is not None:
+            detach()
+        else:
+            sock.fd = -1  # a file_wrapper: its fd is the placeholder now
+        self._placeholders[fd] = keep
+        try:
+            self.loop.call_soon_threadsafe(self._release_placeholder, fd)
+        except RuntimeError:
+            # That loop was closed meanwhile, and its registrations with it.
+            if self._placeholders.pop(fd, None) is not None:
+                os.close(fd)
+                os.close(keep)
+        return True
+
+    def _release_placeholder(self, fd: int) -> None:
+        keep = self._placeholders.pop(fd, None)
+        if keep is None:
+            return
+        rec = self._records.get(fd)
+        if rec is not None:
+            self.remove(rec)
+            rec.owner.parked(fd)
+        os.close(fd)
+        os.close(keep)
+
+    def close(self) -> None:
+        super().close()
+        if self._priority is not None:
+            self._priority.close()
+            self._priority = None
+        for fd, keep in list(self._placeholders.items()):
+            del self._placeholders[fd]
+            os.close(fd)
+            os.close(keep)

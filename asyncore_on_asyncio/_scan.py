@@ -1,0 +1,394 @@
+"""What every dispatcher of a map wants before a wait, as 3.11 asked before each ``select()``.
+
+A *full* scan asks every object of the map ``readable()`` then ``writable()``, in
+map order, and hands the answers to the readiness source (which touches the kernel
+only for what changed).  When every object's predicates are stock ones (declared
+by the public modules with :func:`declare_stock`, not overridden on the class or
+the instance), their answers can only change through our API or inside their own
+handlers, so later scans are *incremental*: they ask only the objects that changed
+(:meth:`Scanner.mark`) or were dispatched, and a cycle's cost no longer grows with
+idle connections.  A full scan still runs after an idle cycle, at least once a
+second, and when the map's size shows a change made behind our back.
+
+A full scan over the same objects under the same fds as the previous one applies
+only the answers that changed.  Between *verifying* scans (at least once a second)
+a record made for the same object is trusted to still hold its socket, so a socket
+closed behind a dispatcher's back is noticed within a second.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._classflags import PerClass
+from ._readiness import INVALID, PRIORITY, READ, WRITE, Owner, Record, SourceBase
+
+__all__ = ["Batch", "Scanner", "declare_stock", "fd_of_key", "is_closed"]
+
+READ_ONLY = READ | PRIORITY
+
+Batch = list[tuple[Any, int, Any, int]]
+"""(map key, fd, object, wanted events) of the ready entries, in map order."""
+
+_FULL_SCAN_INTERVAL = 1.0
+"""Seconds between verifying scans: they check every dispatcher's socket (closed
+behind its back? swapped without del_channel()?) and, in incremental mode, every
+entry of the map (changes made behind our back that kept the map's size)."""
+
+_stock_readable: set[Callable[..., Any]] = set()
+_stock_writable: set[Callable[..., Any]] = set()
+_quiet_urgent: dict[str, Callable[..., Any]] = {}
+
+
+def declare_stock(
+    readable: Callable[..., Any] | None = None,
+    writable: Callable[..., Any] | None = None,
+    quiet_urgent: dict[str, Callable[..., Any]] | None = None,
+) -> None:
+    """The public modules name their predicates whose answers change only through our API,
+    and the handlers (``handle_expt_event``, ``handle_expt``, ``log_info``) that make urgent
+    data unobservable while ``"warning"`` is ignored."""
+    if readable is not None:
+        _stock_readable.add(readable)
+    if writable is not None:
+        _stock_writable.add(writable)
+    if quiet_urgent:
+        _quiet_urgent.update(quiet_urgent)
+
+
+def fd_of_key(key: Any) -> int | None:
+    fd = key.fileno()
+    # Not (yet) a usable fd: skipped, asked again next cycle.
+    return fd if type(fd) is int and fd >= 0 else None
+
+
+def is_closed(sock: Any) -> bool:
+    fileno = getattr(sock, "fileno", None)
+    if fileno is None:
+        return False
+    try:
+        fd = fileno()
+    except (OSError, ValueError):
+        return True
+    return type(fd) is int and fd < 0
+
+
+_has_stock_predicates = PerClass(
+    lambda cls: getattr(cls, "readable", None) in _stock_readable
+    and getattr(cls, "writable", None) in _stock_writable
+)
+
+
+def _known(obj: Any) -> bool:
+    """Are ``obj``'s predicates stock ones, on its class and not replaced on the instance?"""
+    if not _has_stock_predicates(type(obj)):
+        return False
+    attrs = getattr(obj, "__dict__", None)
+    return attrs is None or ("readable" not in attrs and "writable" not in attrs)
+
+
+_class_observes_urgent = PerClass(
+    lambda cls: any(getattr(cls, name, None) is not stock for name, stock in _quiet_urgent.items())
+)
+
+
+def _observes_urgent(obj: Any) -> bool:
+    """Would urgent data make ``obj`` do anything observable?
+
+    3.11's stock ``handle_expt_event()`` calls ``handle_expt()``, whose warning
+    ``log_info()`` drops (``"warning"`` is in ``ignore_log_types``).  For such an
+    object, waking up for urgent data alone changes nothing but the CPU spent, so
+    its fd is not watched for it (urgent data that arrives with other events is
+    still dispatched).  Decided when the record is made.
+    """
+    if _class_observes_urgent(type(obj)):
+        return True
+    attrs = getattr(obj, "__dict__", None)
+    if attrs and not _quiet_urgent.keys().isdisjoint(attrs):
+        return True
+    try:
+        return "warning" not in getattr(obj, "ignore_log_types", ())
+    except TypeError:
+        return True
+
+
+def wanted(obj: Any, write_bits: int) -> int:
+    """READ|WRITE|PRIORITY bits for ``obj``, asking ``readable()`` then ``writable()`` as 3.11.
+
+    A listening socket is never writable.
+    """
+    return (READ_ONLY if obj.readable() else 0) | (
+        write_bits if obj.writable() and not obj.accepting else 0
+    )
+
+
+class Scanner:
+    """The scans of one map for one owner, applied to a readiness source."""
+
+    def __init__(self, owner: Owner, source: SourceBase, map: dict[Any, Any]) -> None:
+        self.owner = owner
+        self.source = source
+        self.map = map
+        self.write_bits = WRITE | PRIORITY
+        """What a true ``writable()`` asks for: with select(), the exceptional set too."""
+        self._stamp = 0
+        self._full_scan_needed = True
+        self._next_full_scan = 0.0
+        self._dirty: set[Any] = set()
+        # Incremental scans (every object's predicates are stock): key -> entry, map order.
+        self._incremental = False
+        self._entries: dict[Any, tuple[Any, int, Any, int]] = {}
+        self._position: dict[Any, int] = {}
+        self._by_fd: dict[int, Any] = {}
+        self._next_position = 0
+        # The previous full scan, for the next one to see whether anything changed.
+        self._steady = False
+        self._keys: list[Any] = []
+        self._objs: list[Any] = []
+        self._wanted: list[int] = []
+
+    def mark(self, key: Any = None) -> None:
+        """Entry ``key`` (``None``: any) may have changed: the next scan asks it again."""
+        if key is None:
+            self._full_scan_needed = True
+        else:
+            self._dirty.add(key)
+
+    def parked(self, fd: int) -> None:
+        """The source undid ``fd``'s registration outside a scan: the next scan redoes it."""
+        key = self._by_fd.get(fd)
+        if key is not None:
+            self._dirty.add(key)
+        elif self._incremental:
+            self._full_scan_needed = True
+        else:
+            self._dirty.add(fd)  # also keeps the next full scan off its steady path
+
+    def idle(self) -> None:
+        """A cycle found nothing: a good time to check everything at the next scan."""
+        self._full_scan_needed = True
+
+    def scan(self, now: float) -> None:
+        if (
+            self._incremental
+            and not self._full_scan_needed
+            and now < self._next_full_scan
+            and self._scan_changed()
+        ):
+            return
+        self._scan_all(now)
+
+    # -- full scans -----------------------------------------------------------------------
+
+    def _scan_all(self, now: float) -> None:
+        # The hot path of maps with user-defined predicates: every object, every cycle.
+        keys = list(self.map)
+        objs = list(self.map.values())
+        write_bits = self.write_bits
+        # readable() then writable(), object by object in map order, as 3.11 asked them.
+        wanted = [
+            (READ_ONLY if obj.readable() else 0) | (write_bits if obj.writable() and not obj.accepting else 0)
+            for obj in objs
+        ]
+        verify = self._full_scan_needed or now >= self._next_full_scan
+        if (
+            not verify
+            and not self._dirty
+            and self._steady
+            and keys == self._keys
+            # Identity first, then __eq__: only an __eq__ that calls two dispatchers equal
+            # could hide an object put into the map behind our API (add_channel() marks
+            # the key dirty), and then only until the next verifying scan.
+            and objs == self._objs
+        ):
+            self._apply_answers(wanted)
+            return
+        self._apply_scan(keys, objs, wanted, verify)
+        if verify:
+            self._next_full_scan = now + _FULL_SCAN_INTERVAL
+
+    def _apply_answers(self, wanted: list[int]) -> None:
+        """The same objects under the same fds as at the previous scan: apply what changed."""
+        previous, self._wanted = self._wanted, wanted
+        if wanted == previous:
+            return
+        records = self.owner.records
+        for index in _differences(wanted, previous):
+            fd = self._keys[index]
+            obj = self._objs[index]
+            events = wanted[index]
+            rec = records.get(fd)
+            if not events:
+                if rec is not None and rec.obj is obj:
+                    self.source.remove(rec)
+                continue
+            if rec is None or rec.obj is not obj:
+                rec = self._sync(fd, obj, rec, events)
+            else:
+                self.source.update(rec, events)
+            rec.seen = self._stamp
+            rec.key = fd
+            rec.index = index
+
+    def _sync(self, fd: int, obj: Any, rec: Record | None, events: int) -> Record:
+        """Check ``obj``'s socket, then make a record for it or update ``rec``.
+
+        A socket closed behind the dispatcher's back makes the events INVALID; a
+        record made for another object or socket is replaced.
+        """
+        sock = getattr(obj, "socket", None)
+        if sock is not None and is_closed(sock):
+            events = INVALID
+        if rec is None or rec.obj is not obj or rec.sock is not sock:
+            return self.source.register(self.owner, fd, obj, sock, events, _observes_urgent(obj))
+        self.source.update(rec, events)
+        return rec
+
+    def _apply_scan(self, keys: list[Any], objs: list[Any], wanted: list[int], verify: bool) -> None:
+        records = self.owner.records
+        update = self.source.update
+        stamp = self._stamp = self._stamp + 1
+        dirty = self._dirty
+        # No tuple per object here: allocating one per object per cycle doubled the cost
+        # of this loop (the garbage collector runs every few hundred allocations).  What
+        # dispatch needs is kept on the record instead (key, events, index).
+        index = -1
+        count = 0
+        all_known = True
+        int_keys = True
+        for key, obj, events in zip(keys, objs, wanted):
+            index += 1
+            if type(key) is int:
+                fd = key
+            else:
+                int_keys = False
+                key_fd = fd_of_key(key)
+                if key_fd is None:
+                    all_known = False
+                    continue
+                fd = key_fd
+            if all_known and not _known(obj):
+                all_known = False
+            if not events:
+                continue
+            rec = records.get(fd)
+            if rec is None or rec.obj is not obj or verify or key in dirty:
+                rec = self._sync(fd, obj, rec, events)
+            else:
+                update(rec, events)
+            rec.seen = stamp
+            rec.key = key
+            rec.index = index
+            count += 1
+        if len(records) != count:
+            for rec in [rec for rec in records.values() if rec.seen != stamp]:
+                self.source.remove(rec)
+        self._full_scan_needed = False
+        dirty.clear()
+        self._incremental = all_known
+        self._steady = int_keys
+        self._keys, self._objs, self._wanted = keys, objs, wanted
+        if all_known:
+            entries = [(rec.key, rec.fd, rec.obj, rec.events) for rec in records.values()]
+            self._entries = {entry[0]: entry for entry in entries}
+            self._by_fd = {entry[1]: entry[0] for entry in entries}
+            self._position = {key: index for index, key in enumerate(self.map)}
+            self._next_position = len(self._position)
+
+    # -- incremental scans ----------------------------------------------------------------
+
+    def _scan_changed(self) -> bool:
+        """Scan only the changed entries; ``False`` if a full scan is needed instead."""
+        records = self.owner.records
+        source = self.source
+        entries = self._entries
+        map = self.map
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            obj = map.get(key)
+            old = entries.get(key)
+            if old is not None and obj is old[2]:
+                # The common case: a dispatcher that just ran, or was pushed to, asks again.
+                events = wanted(obj, self.write_bits)
+                rec = records.get(old[1])
+                if events and rec is not None and rec.obj is obj:
+                    if events != old[3]:
+                        entries[key] = (key, old[1], obj, events)
+                    source.update(rec, events)
+                    continue
+            if not self._rescan_entry(key, obj):
+                return False
+        # Every key of the map is known iff nothing was added or removed behind our back.
+        return len(self._position) == len(map)
+
+    def _rescan_entry(self, key: Any, obj: Any) -> bool:
+        """An entry that is new, gone, or now wants nothing; ``False``: needs a full scan."""
+        records = self.owner.records
+        old = self._entries.pop(key, None)
+        if old is not None and self._by_fd.get(old[1]) is key:
+            del self._by_fd[old[1]]
+        if old is not None:
+            rec = records.get(old[1])
+            if rec is not None and rec.obj is old[2] and (obj is None or old[1] != _fd_of(key)):
+                self.source.remove(rec)
+        if obj is None:
+            self._position.pop(key, None)
+            return True
+        fd = _fd_of(key)
+        if fd is None or not _known(obj):
+            return False
+        if key not in self._position:
+            self._position[key] = self._next_position
+            self._next_position += 1
+        events = wanted(obj, self.write_bits)
+        rec = records.get(fd)
+        if not events:
+            if rec is not None and rec.obj is obj:
+                self.source.remove(rec)
+            return True
+        rec = self._sync(fd, obj, rec, events)
+        self._entries[key] = (key, fd, obj, rec.events)
+        self._by_fd[fd] = key
+        return True
+
+    # -- what dispatch needs --------------------------------------------------------------
+
+    def batch(self, ready: dict[int, int]) -> Batch:
+        """What the latest scan wanted of the ready fds, in map order.
+
+        In incremental mode the dispatched entries are asked again at the next scan
+        (their handlers may change what they want).
+        """
+        if self._incremental:
+            by_fd = self._by_fd
+            keys = [by_fd[fd] for fd in ready if fd in by_fd]
+            keys.sort(key=self._position.__getitem__)
+            self._dirty.update(keys)
+            entries = self._entries
+            return [entries[key] for key in keys]
+        records, stamp = self.owner.records, self._stamp
+        regs = [rec for fd in ready if (rec := records.get(fd)) is not None and rec.seen == stamp]
+        regs.sort(key=_scan_index)
+        return [(rec.key, rec.fd, rec.obj, rec.events) for rec in regs]
+
+
+def _fd_of(key: Any) -> int | None:
+    return key if type(key) is int else fd_of_key(key)
+
+
+_scan_index = operator.attrgetter("index")
+
+
+def _differences(new: list[int], old: list[int], block: int = 64) -> Iterator[int]:
+    """The indices where two lists of the same length differ, few of them expected.
+
+    Blocks are compared at C speed; only a block that differs is looked into.
+    """
+    for start in range(0, len(new), block):
+        end = start + block
+        if new[start:end] != old[start:end]:
+            for index in range(start, min(end, len(new))):
+                if new[index] != old[index]:
+                    yield index

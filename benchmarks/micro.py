@@ -1,0 +1,204 @@
+"""In-process microbenchmarks of one engine cycle, against the frozen copy (pyasyncore).
+
+Three measurements, each the median of ``--rounds`` interleaved rounds, reported as the
+cost per operation and as a ratio to pyasyncore with ``select()`` in the same run:
+
+* ``bounce``: two dispatchers bounce a 64-byte message over a socketpair, one ready fd
+  per cycle; microseconds per round trip.
+* ``step-1``: a host application calls ``loop(timeout=0, count=1)`` again and again with
+  one idle ``async_chat`` dispatcher; microseconds per call.
+* ``step-100``: the same with 100 idle ``async_chat`` dispatchers.
+
+Variants: ``pyasyncore-select``, ``pyasyncore-poll``, ``ours-asyncio``, ``ours-uvloop``
+(each in its own subprocess, so one cannot warm or pollute another).  Usage, from the
+repository root::
+
+    PYTHONPATH=. python benchmarks/micro.py [--rounds 5] [--seconds 0.5] [--json FILE]
+
+``--impl-path DIR`` runs the ``ours-*`` variants on the package found in ``DIR`` instead
+(to compare two checkouts in one run, e.g. ``--impl-path ../baseline``; repeatable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+MEASUREMENTS = ("bounce", "step-1", "step-100")
+FROZEN = ("pyasyncore-select", "pyasyncore-poll")
+
+
+def _modules(variant: str) -> tuple[Any, Any]:
+    if variant.startswith("pyasyncore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import asynchat
+            import asyncore
+        return asyncore, asynchat
+    import asyncore_on_asyncio
+    from asyncore_on_asyncio import asynchat, asyncore
+
+    if variant.endswith("uvloop"):
+        import uvloop
+
+        asyncore_on_asyncio.set_loop_factory(uvloop.new_event_loop)
+    return asyncore, asynchat
+
+
+def _bounce(asyncore: Any, use_poll: bool, seconds: float) -> float:
+    message = b"x" * 64
+    done = [0]
+    stop_at = [float("inf")]
+
+    class Bouncer(asyncore.dispatcher):
+        def __init__(self, sock: socket.socket, map: dict[int, Any]) -> None:
+            super().__init__(sock, map)
+            self.pending = b""
+
+        def writable(self) -> bool:
+            return bool(self.pending)
+
+        def handle_read(self) -> None:
+            data = self.recv(4096)
+            if data:
+                self.pending += data
+
+        def handle_write(self) -> None:
+            sent = self.send(self.pending)
+            self.pending = self.pending[sent:]
+            if self is a:
+                done[0] += 1
+                if time.perf_counter() >= stop_at[0]:
+                    raise asyncore.ExitNow()
+
+    left, right = socket.socketpair()
+    map: dict[int, Any] = {}
+    a, b = Bouncer(left, map), Bouncer(right, map)
+    a.pending = message
+    try:
+        asyncore.loop(timeout=1.0, use_poll=use_poll, map=map, count=2000)  # warm up
+        done[0] = 0
+        start = time.perf_counter()
+        stop_at[0] = start + seconds
+        try:
+            asyncore.loop(timeout=1.0, use_poll=use_poll, map=map)
+        except asyncore.ExitNow:
+            pass
+        elapsed = time.perf_counter() - start
+    finally:
+        a.close()
+        b.close()
+    return elapsed / done[0] * 1e6
+
+
+def _step(asyncore: Any, asynchat: Any, use_poll: bool, idle: int, seconds: float) -> float:
+    class Idle(asynchat.async_chat):
+        def collect_incoming_data(self, data: bytes) -> None:
+            pass
+
+        def found_terminator(self) -> None:
+            pass
+
+    map: dict[int, Any] = {}
+    peers = []
+    for _ in range(idle):
+        mine, theirs = socket.socketpair()
+        chat = Idle(mine, map)
+        chat.set_terminator(b"\n")
+        peers.append(theirs)
+    loop = asyncore.loop
+    try:
+        for _ in range(2000):
+            loop(0, use_poll, map, 1)
+        calls = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            for _ in range(200):
+                loop(0, use_poll, map, 1)
+            calls += 200
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        elapsed = now - start
+    finally:
+        for chat in list(map.values()):
+            chat.close()
+        for peer in peers:
+            peer.close()
+    return elapsed / calls * 1e6
+
+
+def worker(variant: str, measurement: str, seconds: float) -> float:
+    """One measurement in this process; microseconds per operation."""
+    asyncore, asynchat = _modules(variant)
+    use_poll = variant == "pyasyncore-poll"
+    if measurement == "bounce":
+        return _bounce(asyncore, use_poll, seconds)
+    idle = int(measurement.split("-")[1])
+    return _step(asyncore, asynchat, use_poll, idle, seconds)
+
+
+def _run_worker(variant: str, path: str, measurement: str, seconds: float) -> float:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH", "")]))
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", variant, measurement, str(seconds)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=0.5)
+    parser.add_argument("--impl-path", action="append", default=[])
+    parser.add_argument("--json")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        variant, measurement, seconds = args.worker
+        print(worker(variant, measurement, float(seconds)))
+        return
+    paths = args.impl_path or [str(HERE.parent)]
+    variants: list[tuple[str, str]] = [(v, "") for v in FROZEN]
+    for path in paths:
+        label = "" if len(paths) == 1 else f"@{Path(path).name}"
+        variants += [(f"ours-asyncio{label}", path), (f"ours-uvloop{label}", path)]
+    results: dict[str, dict[str, list[float]]] = {m: {v: [] for v, _ in variants} for m in MEASUREMENTS}
+    for _ in range(args.rounds):
+        for measurement in MEASUREMENTS:
+            for name, path in variants:
+                variant = name.split("@")[0]
+                results[measurement][name].append(_run_worker(variant, path, measurement, args.seconds))
+    summary: dict[str, Any] = {}
+    for measurement in MEASUREMENTS:
+        base = statistics.median(results[measurement]["pyasyncore-select"])
+        print(f"\n{measurement}: microseconds per operation (median of {args.rounds}), ratio to pyasyncore-select")
+        summary[measurement] = {}
+        for name, _ in variants:
+            med = statistics.median(results[measurement][name])
+            summary[measurement][name] = {"us": med, "ratio": med / base, "all": results[measurement][name]}
+            print(f"  {name:32} {med:8.2f} us   {med / base:5.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
