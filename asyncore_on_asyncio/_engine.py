@@ -203,8 +203,8 @@ def uvloop_factory() -> LoopFactory:
         import uvloop
     except ImportError as exc:
         raise RuntimeError(
-            "uvloop was requested but is not installed; "
-            "install it with: pip install 'asyncore-on-asyncio[uvloop]'"
+            "uvloop was requested but is not installed; install it with: pip install uvloop "
+            "(or, in a checkout of asyncore-on-asyncio: pip install '.[uvloop]')"
         ) from exc
     factory: LoopFactory = uvloop.new_event_loop
     return factory

@@ -69,7 +69,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import deque
-from typing import Any, AnyStr, Protocol, Union
+from typing import Any, AnyStr, Protocol
 
 from . import _scan, asyncore
 from ._classflags import PerClass
@@ -85,10 +85,10 @@ class _Producer(Protocol):
     def more(self) -> bytes | str: ...
 
 
-_Terminator = Union[bytes, str, int, None]
+_Terminator = bytes | str | int | None
 # Anything that slices is sent as data; anything else must have more().
-_Pushable = Union[bytes, bytearray, memoryview, str, _Producer]
-_FifoEntry = Union[_Pushable, None]
+_Pushable = bytes | bytearray | memoryview | str | _Producer
+_FifoEntry = _Pushable | None
 
 
 class async_chat(asyncore.dispatcher):

@@ -230,7 +230,7 @@ def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
             import uvloop
         except ImportError:
             sys.exit(
-                "--loop uvloop: uvloop is not installed; pip install 'asyncore-on-asyncio[uvloop]'"
+                "--loop uvloop: uvloop is not installed; pip install uvloop"
             )
         return uvloop.new_event_loop
     return None  # asyncio's default

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import inspect
+import itertools
 import socket
 import struct
 import sys
@@ -152,7 +153,7 @@ def found_messages(trace: list[tuple[Any, ...]]) -> list[bytes]:
 
 def cuts(data: bytes, positions: Iterable[int]) -> list[bytes]:
     bounds = [0, *sorted(positions), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 STREAM = b"HELO x\r\n\r\nMAIL a\r\nDATA\r\nline\r.\r\n.\r\n\r\r\nQUIT\r\n"

@@ -8,6 +8,7 @@ whose ``recv`` hands out the next chunk, driven by calling ``handle_read()``.
 
 from __future__ import annotations
 
+import itertools
 import socket
 from typing import Any
 
@@ -213,7 +214,7 @@ def chat_inputs(draw: st.DrawFn) -> tuple[list[Any], list[bytes]]:
     stream += draw(small_bytes)
     cuts = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=10)))
     bounds = [0, *cuts, len(stream)]
-    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(bounds)]
     return plan, chunks
 
 
