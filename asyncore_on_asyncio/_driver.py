@@ -70,7 +70,6 @@ class Driver:
         self.engine = engine
         self.map = map
         self.records: dict[int, Record] = {}
-        self.ready: dict[int, int] = {}
         self.in_cycle = False
         self.waiting = False
         self.dispatching = False
@@ -292,11 +291,11 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
     driver = _driver_for(engine, map)
     driver.begin(timeout, use_poll, count)
     try:
-        state = driver.cycles()
+        state = _cycles_here(engine, driver)
         while state != _DONE:
             if state == _YIELD:
                 engine.iterate_if_due(STEP_INTERVAL)
-                state = driver.cycles()
+                state = _cycles_here(engine, driver)
             else:
                 _wait_in_loop(engine, driver)
                 break
@@ -305,6 +304,17 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
         driver.end()
     if not map:
         _retire(engine, driver)
+
+
+def _cycles_here(engine: Engine, driver: Driver) -> int:
+    """``driver.cycles()`` in the caller's frame, its handlers seeing the engine loop as the
+    running loop (as they do when cycles run inside it): ``asyncio.get_running_loop()``
+    and ``asyncio.create_task()`` work there, and a nested ``loop()`` is recognised."""
+    asyncio._set_running_loop(engine.loop)
+    try:
+        return driver.cycles()
+    finally:
+        asyncio._set_running_loop(None)
 
 
 def _wait_in_loop(engine: Engine, driver: Driver) -> None:

@@ -28,10 +28,11 @@ private epoll whose own fd is the loop's only reader for dispatchers;
 that way too, so it cannot rot).
 
 Both share the rules kept here (:class:`SourceBase`): write interest is
-optimistic (an fd that wants to write is checked with one zero-timeout ``poll()``
-of all such fds per cycle, and watched for writability only while a write would
-block), a regular file is always ready, as ``select()`` says (epoll and libuv
-refuse it with EPERM), and an fd found closed is reported as ``POLLNVAL``.
+optimistic (an fd that wants to write is asked whether it is writable at each
+collect, and watched for writability only while a write would block: a
+``writable()`` that turns true and false with every message costs no
+registration), a regular file is always ready, as ``select()`` says (epoll and
+libuv refuse it with EPERM), and an fd found closed is reported as ``POLLNVAL``.
 """
 
 from __future__ import annotations
@@ -92,8 +93,6 @@ class Owner(Protocol):
     waiting: bool
     """Its cycle waits inside the event loop: readiness should run it now."""
     records: dict[int, Record]
-    ready: dict[int, int]
-    """Hints from the event loop's callbacks (fallback source only)."""
 
     def readiness(self) -> None:
         """Called by the source's own event-loop callback: something may be ready."""
@@ -252,24 +251,6 @@ class SourceBase:
         rec.kind = ALWAYS_READY if isinstance(exc, PermissionError) else INVALID_FD
 
     # -- collecting -------------------------------------------------------------------------
-
-    def _collect_writers(self, owner: Owner, ready: dict[int, int]) -> None:
-        """One zero-timeout ``poll()`` of ``owner``'s optimistic writers; watch those that would block."""
-        writers = [rec for rec in self._writers.values() if rec.owner is owner]
-        if not writers:
-            return
-        pollster = select.poll()
-        for rec in writers:
-            pollster.register(rec.fd, POLLOUT)
-        flags = dict(pollster.poll(0))
-        for rec in writers:
-            got = flags.get(rec.fd, 0)
-            if got:
-                ready[rec.fd] = ready.get(rec.fd, 0) | got
-            elif self._records.get(rec.fd) is rec:
-                rec.blocked = True
-                del self._writers[rec.fd]
-                self._apply(rec)
 
     def _collect_unwatchable(self, owner: Owner, ready: dict[int, int]) -> None:
         for rec in self._unwatchable.values():

@@ -176,6 +176,24 @@ class EpollSource(SourceBase):
             self._rebuild()
         return ready
 
+    def _collect_writers(self, owner: Owner, ready: dict[int, int]) -> None:
+        """One zero-timeout ``poll()`` of ``owner``'s optimistic writers; watch those that would block."""
+        writers = [rec for rec in self._writers.values() if rec.owner is owner]
+        if not writers:
+            return
+        pollster = select.poll()
+        for rec in writers:
+            pollster.register(rec.fd, POLLOUT)
+        flags = dict(pollster.poll(0))
+        for rec in writers:
+            got = flags.get(rec.fd, 0)
+            if got:
+                ready[rec.fd] = ready.get(rec.fd, 0) | got
+            elif self._records.get(rec.fd) is rec:
+                rec.blocked = True
+                del self._writers[rec.fd]
+                self._apply(rec)
+
     def _elsewhere(self, rec: Record) -> None:
         owner = rec.owner
         if owner.in_cycle:

@@ -1,10 +1,10 @@
 """The fallback source: each fd registered with the event loop through add_reader/add_writer.
 
 Used where there is no epoll (or when ``ASYNCORE_ON_ASYNCIO_READINESS=loop-fds``).
-The event loop's callbacks only *hint* that an fd may be ready (they record it in
-the owner's ``ready`` and run a waiting owner); :meth:`LoopFdSource.collect` then
-asks one zero-timeout ``poll()`` for the exact flags of the hinted fds and the
-optimistic writers, which also drops hints made stale by an earlier handler.
+The event loop's callbacks only wake a waiting owner; what is ready comes from one
+zero-timeout ``poll()`` of every watched fd (a ``select.poll`` object kept in step
+with the records), made by :meth:`LoopFdSource.collect`: exact at the time of the
+cycle, as 3.11's own ``poll()`` pass was, and at 3.11's cost.
 
 What per-fd registration needs on top of :class:`..SourceBase`:
 
@@ -37,7 +37,6 @@ from . import (
     POLLPRI,
     PRIORITY,
     READ,
-    WATCHED,
     WRITE,
     Owner,
     Record,
@@ -103,6 +102,8 @@ class LoopFdSource(SourceBase):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self._priority: _PriorityWatch | None = None
+        self._pollster = select.poll()
+        """Every watched fd with what its record wants (poll's registrations are a dict)."""
         self._placeholders: dict[int, int] = {}
         """fd -> write end of the pipe whose read end was dup2()ed over fd."""
 
@@ -116,14 +117,14 @@ class LoopFdSource(SourceBase):
         try:
             if events & READ:
                 if not mask & _READING:
-                    loop.add_reader(fd, self._hint, rec, READ)
+                    loop.add_reader(fd, self._hint, rec)
                     mask |= _READING
             elif mask & _READING:
                 loop.remove_reader(fd)
                 mask &= ~_READING
             if events & WRITE and rec.blocked:
                 if not mask & _WRITING:
-                    loop.add_writer(fd, self._hint, rec, WRITE)
+                    loop.add_writer(fd, self._hint, rec)
                     mask |= _WRITING
             elif mask & _WRITING:
                 loop.remove_writer(fd)
@@ -147,8 +148,14 @@ class LoopFdSource(SourceBase):
             self._remove_priority(fd)
             mask &= ~_URGENT
         rec.mask = mask
+        self._pollster.register(fd, _POLL_REQUEST[events & 15])
 
     def _unwatch(self, rec: Record) -> None:
+        try:
+            self._pollster.unregister(rec.fd)
+        except KeyError:
+            # Not watched (yet): nothing to drop.
+            pass
         mask, rec.mask = rec.mask, 0
         if mask & _READING:
             self._quietly(self.loop.remove_reader, rec.fd)
@@ -171,10 +178,9 @@ class LoopFdSource(SourceBase):
 
     # -- readiness --------------------------------------------------------------------------
 
-    def _hint(self, rec: Record, event: int) -> None:
-        """The loop's reader/writer callback; also the priority watch's."""
+    def _hint(self, rec: Record) -> None:
+        """The loop's reader/writer callback; also the priority watch's: ``rec`` may be ready."""
         owner = rec.owner
-        owner.ready[rec.fd] = owner.ready.get(rec.fd, 0) | event
         if owner.waiting:
             owner.readiness()
         elif not owner.in_cycle:
@@ -190,29 +196,23 @@ class LoopFdSource(SourceBase):
         if rec is not None and rec.mask & _URGENT:
             rec.events = -1  # the next update re-applies it, which re-arms the edge
             rec.owner.parked(fd)
-            self._hint(rec, PRIORITY)
+            self._hint(rec)
 
     def collect(self, owner: Owner) -> dict[int, int]:
-        """Exact flags, from one zero-timeout ``poll()``, of the hinted fds and the writers."""
-        hints, owner.ready = owner.ready, {}
+        """Exact flags of ``owner``'s ready fds, from one zero-timeout ``poll()`` of all."""
         records = self._records
-        asked = [rec for fd in hints if (rec := records.get(fd)) is not None and rec.owner is owner]
-        asked += [rec for rec in self._writers.values() if rec.owner is owner and rec.fd not in hints]
         ready: dict[int, int] = {}
-        if asked:
-            pollster = select.poll()
-            for rec in asked:
-                if rec.kind == WATCHED:
-                    pollster.register(rec.fd, _POLL_REQUEST[rec.events & 15])
-            ready = dict(pollster.poll(0))
-            for rec in asked:
-                flags = ready.get(rec.fd, 0)
+        for fd, flags in self._pollster.poll(0):
+            rec = records.get(fd)
+            if rec is not None and rec.owner is owner:
+                ready[fd] = flags
                 if flags & POLLERR:
-                    self._park(rec)  # libuv stopped watching it: register afresh
-                elif rec.events & WRITE and not flags & POLLOUT and not rec.blocked:
-                    rec.blocked = True  # an optimistic write that would block after all
-                    self._writers.pop(rec.fd, None)
-                    self._apply(rec)
+                    self._park(rec)  # libuv stops watching an fd after an error: register afresh
+        for rec in [rec for rec in self._writers.values() if rec.owner is owner]:
+            if not ready.get(rec.fd, 0) & POLLOUT:
+                rec.blocked = True  # an optimistic write that would block after all
+                del self._writers[rec.fd]
+                self._apply(rec)
         if self._unwatchable:
             self._collect_unwatchable(owner, ready)
         return ready
