@@ -18,7 +18,7 @@ behind its dispatcher's back gets ``handle_close()`` instead of crashing
 from __future__ import annotations
 
 import os
-import select  # noqa: F401 - a 3.11 module global that legacy code reaches as asyncore.select
+import select  # also a 3.11 module global that legacy code reaches as asyncore.select
 import socket
 import sys
 import time  # noqa: F401 - likewise
@@ -43,7 +43,7 @@ from errno import (  # noqa: F401
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
-from . import _driver, _engine, _interop
+from . import _arguments, _driver, _engine, _interop
 from ._errors import DISCONNECTED as _DISCONNECTED
 from ._errors import RERAISED as _reraised_exceptions
 from ._errors import ExitNow  # noqa: F401 - public API
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 _Socket = socket.socket
 _AF_INET = socket.AF_INET
 _SOCK_STREAM = socket.SOCK_STREAM
+_HAS_POLL = hasattr(select, "poll")
 _Map = dict[int, Any]
 """A socket map: fd -> dispatcher (any object with the dispatcher interface)."""
 _Address = Union[tuple[Any, ...], str, bytes]
@@ -73,13 +74,28 @@ socket_map: dict[int, dispatcher] = {}
 
 
 def poll(timeout: float | None = 0.0, map: _Map | None = None) -> None:
-    """Run one cycle, dispatching as ``select()`` reported events (reads, writes, then priority)."""
-    _driver.run(socket_map if map is None else map, timeout, False, 1)
+    """Run one cycle, dispatching as ``select()`` reported events (reads, writes, then priority).
+
+    On an empty map it returns at once; otherwise a ``timeout`` that ``select()``
+    refuses raises what ``select()`` raises (ValueError, TypeError, OverflowError).
+    """
+    if map is None:
+        map = socket_map
+    if map:
+        _driver.run(map, _arguments.select_timeout(timeout), False, 1)
 
 
 def poll2(timeout: float | None = 0.0, map: _Map | None = None) -> None:
-    """Run one cycle, dispatching as ``poll()`` reported events (``readwrite`` per object)."""
-    _driver.run(socket_map if map is None else map, timeout, True, 1)
+    """Run one cycle, dispatching as ``poll()`` reported events (``readwrite`` per object).
+
+    As 3.11, ``timeout`` becomes ``int(timeout * 1000)`` milliseconds first, even
+    for an empty map (so NaN raises ValueError); a negative timeout waits forever.
+    """
+    milliseconds = _arguments.poll_milliseconds(timeout)
+    if map is None:
+        map = socket_map
+    if map:
+        _driver.run(map, _arguments.poll_seconds(milliseconds), True, 1)
 
 
 poll3 = poll2
@@ -96,8 +112,25 @@ def loop(
     Each cycle waits at most ``timeout`` seconds for an event.  ``use_poll``
     selects ``poll()``-style dispatch.  Raises RuntimeError inside a running
     asyncio loop: use ``await asyncore_on_asyncio.serve(map)`` there.
+
+    The arguments are judged as 3.11 judged them, before the first cycle: an
+    empty map returns at once; ``count`` is counted down by one while it is
+    above 0 (``count=1.5`` runs two cycles); a bad ``timeout`` raises what
+    ``poll()``/``poll2()`` raise.
     """
-    _driver.run(socket_map if map is None else map, timeout, bool(use_poll), count)
+    if map is None:
+        map = socket_map
+    use_poll = bool(use_poll)
+    if not map:
+        return
+    cycles = _arguments.cycles(count)
+    if cycles == 0:
+        return
+    if use_poll and _HAS_POLL:
+        seconds = _arguments.poll_seconds(_arguments.poll_milliseconds(timeout))
+    else:
+        seconds = _arguments.select_timeout(timeout)
+    _driver.run(map, seconds, use_poll, cycles)
 
 
 class dispatcher:
