@@ -190,3 +190,33 @@ def test_script_or_module_is_required(tmp_path: Path) -> None:
         assert result.returncode == 2
         assert result.stderr.startswith("usage: python -m asyncore_on_asyncio ")
         assert result.stdout == ""
+
+
+DEBUG_LOGGING = textwrap.dedent(
+    """
+    import logging, socket
+    import asyncore
+    logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    logging.getLogger("legacy").debug("before")
+    a, b = socket.socketpair()
+    channel = asyncore.dispatcher(a)
+    asyncore.loop(timeout=0, count=1)
+    channel.close()
+    b.close()
+    logging.getLogger("asyncio").debug("asyncio's logger still logs")
+    logging.getLogger("legacy").debug("after")
+    """
+)
+
+
+def test_debug_log_reads_as_on_311(tmp_path: Path, loop_kind: str) -> None:
+    """asyncio's "Using selector: ..." record, logged when the engine loop is made, is
+    dropped; nothing else from asyncio's logger is."""
+    (tmp_path / "debug_logging.py").write_text(DEBUG_LOGGING)
+    result = run_main(tmp_path, "--loop", loop_kind, "debug_logging.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "legacy: before",
+        "asyncio: asyncio's logger still logs",
+        "legacy: after",
+    ]
