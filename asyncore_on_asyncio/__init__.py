@@ -14,6 +14,8 @@ connection over to asyncio.  Importing this package has no side effects.
 from __future__ import annotations
 
 import sys
+import warnings
+from types import FunctionType, ModuleType
 
 from . import asynchat, asyncore
 from ._driver import serve
@@ -52,9 +54,45 @@ __all__ = [
 def install() -> None:
     """Make ``import asyncore`` and ``import asynchat`` give this package's modules.
 
-    Idempotent.  On Python 3.11 it replaces the standard library's modules, also
-    if they were imported already (modules that did ``from asyncore import X``
-    before keep their old X).
+    Idempotent.  It replaces any other copy (3.11's standard library, PyPI's
+    ``standard-asyncore``...) for every later import, so call it before importing
+    the program's modules (``python -m asyncore_on_asyncio`` does).  A module that
+    imported the other copy before keeps it (``smtpd`` imported first would serve
+    on the other copy's loop, not ours): install() then warns, naming those modules,
+    with a RuntimeWarning.
     """
+    replaced = [
+        module
+        for name, ours in (("asyncore", asyncore), ("asynchat", asynchat))
+        if (module := sys.modules.get(name)) is not None and module is not ours
+    ]
     sys.modules["asyncore"] = asyncore
     sys.modules["asynchat"] = asynchat
+    holders = _holders(replaced)
+    if holders:
+        copies = ", ".join(f"{m.__name__} ({getattr(m, '__file__', '?')})" for m in replaced)
+        warnings.warn(
+            f"install() came after {', '.join(holders)} imported another {copies}; "
+            "they keep using it: call install() before importing them",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def _holders(replaced: list[ModuleType]) -> list[str]:
+    """Names of the modules that hold one of ``replaced``, or a class or function of one."""
+    if not replaced:
+        return []
+    held = {id(module) for module in replaced}
+    for module in replaced:
+        held.update(
+            id(value)
+            for value in vars(module).values()
+            if isinstance(value, (type, FunctionType)) and value.__module__ == module.__name__
+        )
+    return sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if module not in replaced
+        and any(id(value) in held for value in getattr(module, "__dict__", {}).values())
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -234,12 +235,27 @@ class _ThreadLoop:
 _local = threading.local()
 
 
+def _quiet_new_loop(factory: LoopFactory) -> asyncio.AbstractEventLoop:
+    """``factory()``, without asyncio's "Using selector: ..." DEBUG record: 3.11's asyncore
+    made no event loop, and a legacy program's DEBUG log must read as it did."""
+
+    def drop_selector_notice(record: logging.LogRecord) -> bool:
+        return record.msg != "Using selector: %s"
+
+    logger = logging.getLogger("asyncio")
+    logger.addFilter(drop_selector_notice)
+    try:
+        return factory()
+    finally:
+        logger.removeFilter(drop_selector_notice)
+
+
 def thread_engine() -> Engine:
     """This thread's engine loop (made by the factory on first use) and its engine."""
     holder: _ThreadLoop | None = getattr(_local, "holder", None)
     if holder is None or holder.engine.loop.is_closed():
         factory = _factory if _factory is not None else factory_from_env()
-        loop = factory()
+        loop = _quiet_new_loop(factory)
         if not isinstance(loop, asyncio.AbstractEventLoop):
             raise TypeError(f"loop factory returned {loop!r}, not an asyncio event loop")
         holder = _ThreadLoop(engine_for(loop))

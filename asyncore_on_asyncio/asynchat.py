@@ -133,7 +133,7 @@ class async_chat(asyncore.dispatcher):
     __held: int = -1
 
     def __init__(
-        self, sock: socket.socket | None = None, map: dict[Any, Any] | None = None
+        self, sock: socket.socket | None = None, map: asyncore._Map | None = None
     ) -> None:
         self.__in_buf = b""
         self.__in_pos = 0

@@ -18,7 +18,7 @@ behind its dispatcher's back gets ``handle_close()`` instead of crashing
 from __future__ import annotations
 
 import os
-import select  # noqa: F401 - a 3.11 module global that legacy code reaches as asyncore.select
+import select  # also a 3.11 module global that legacy code reaches as asyncore.select
 import socket
 import sys
 import time  # noqa: F401 - likewise
@@ -42,16 +42,35 @@ from errno import (  # noqa: F401
     errorcode,
 )
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _driver, _engine, _interop, _scan
+from . import _arguments, _driver, _engine, _interop, _scan
 from ._errors import DISCONNECTED as _DISCONNECTED
 from ._errors import RERAISED as _reraised_exceptions
 from ._errors import ExitNow  # noqa: F401 - public API
 from ._errors import strerror as _strerror
 from ._handlers import _exception, read, readwrite, write  # noqa: F401 - public API
 
-socket_map: dict[Any, Any] = {}
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+# Inside ``dispatcher`` the name ``socket`` is the attribute, not the module: its
+# annotations use these aliases.
+_Socket = socket.socket
+_AF_INET = socket.AF_INET
+_SOCK_STREAM = socket.SOCK_STREAM
+_HAS_POLL = hasattr(select, "poll")
+_Map = dict[int, Any]
+"""A socket map: fd -> dispatcher (any object with the dispatcher interface)."""
+_Address = tuple[Any, ...] | str | bytes
+"""What ``bind()`` and ``connect()`` take, as ``socket.socket``'s methods do."""
+
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+socket_map: dict[int, dispatcher] = {}
 """The default map.  ``loop()`` reads this module global at each call, so rebinding it works."""
 
 _flush_before_close: dict[int, Callable[[], None]] = {}
@@ -59,14 +78,29 @@ _flush_before_close: dict[int, Callable[[], None]] = {}
 ``async_chat`` holds replies back (``coalesce_pushes``), and only then."""
 
 
-def poll(timeout: float | None = 0.0, map: dict[Any, Any] | None = None) -> None:
-    """Run one cycle, dispatching as ``select()`` reported events (reads, writes, then priority)."""
-    _driver.run(socket_map if map is None else map, timeout, False, 1)
+def poll(timeout: float | None = 0.0, map: _Map | None = None) -> None:
+    """Run one cycle, dispatching as ``select()`` reported events (reads, writes, then priority).
+
+    On an empty map it returns at once; otherwise a ``timeout`` that ``select()``
+    refuses raises what ``select()`` raises (ValueError, TypeError, OverflowError).
+    """
+    if map is None:
+        map = socket_map
+    if map:
+        _driver.run(map, _arguments.select_timeout(timeout), False, 1)
 
 
-def poll2(timeout: float | None = 0.0, map: dict[Any, Any] | None = None) -> None:
-    """Run one cycle, dispatching as ``poll()`` reported events (``readwrite`` per object)."""
-    _driver.run(socket_map if map is None else map, timeout, True, 1)
+def poll2(timeout: float | None = 0.0, map: _Map | None = None) -> None:
+    """Run one cycle, dispatching as ``poll()`` reported events (``readwrite`` per object).
+
+    As 3.11, ``timeout`` becomes ``int(timeout * 1000)`` milliseconds first, even
+    for an empty map (so NaN raises ValueError); a negative timeout waits forever.
+    """
+    milliseconds = _arguments.poll_milliseconds(timeout)
+    if map is None:
+        map = socket_map
+    if map:
+        _driver.run(map, _arguments.poll_seconds(milliseconds), True, 1)
 
 
 poll3 = poll2
@@ -75,7 +109,7 @@ poll3 = poll2
 def loop(
     timeout: float | None = 30.0,
     use_poll: bool = False,
-    map: dict[Any, Any] | None = None,
+    map: _Map | None = None,
     count: int | None = None,
 ) -> None:
     """Run cycles until ``map`` is empty, or for ``count`` cycles.
@@ -83,8 +117,25 @@ def loop(
     Each cycle waits at most ``timeout`` seconds for an event.  ``use_poll``
     selects ``poll()``-style dispatch.  Raises RuntimeError inside a running
     asyncio loop: use ``await asyncore_on_asyncio.serve(map)`` there.
+
+    The arguments are judged as 3.11 judged them, before the first cycle: an
+    empty map returns at once; ``count`` is counted down by one while it is
+    above 0 (``count=1.5`` runs two cycles); a bad ``timeout`` raises what
+    ``poll()``/``poll2()`` raise.
     """
-    _driver.run(socket_map if map is None else map, timeout, bool(use_poll), count)
+    if map is None:
+        map = socket_map
+    use_poll = bool(use_poll)
+    if not map:
+        return
+    cycles = _arguments.cycles(count)
+    if cycles == 0:
+        return
+    if use_poll and _HAS_POLL:
+        seconds = _arguments.poll_seconds(_arguments.poll_milliseconds(timeout))
+    else:
+        seconds = _arguments.select_timeout(timeout)
+    _driver.run(map, seconds, use_poll, cycles)
 
 
 class dispatcher:
@@ -98,17 +149,20 @@ class dispatcher:
     connecting = False
     closing = False
     addr: Any = None
+    """The peer's address (or the one bound or connected to); ``Any``, as ``socket`` returns it."""
     ignore_log_types: frozenset[str] = frozenset({"warning"})
 
-    socket: Any
+    socket: _Socket
+    """The socket (a ``file_wrapper`` in a ``file_dispatcher``); ``None`` until one is set."""
     _fileno: int | None
-    _map: dict[Any, Any]
+    _map: _Map
 
-    def __init__(self, sock: socket.socket | None = None, map: dict[Any, Any] | None = None) -> None:
+    def __init__(self, sock: _Socket | None = None, map: _Map | None = None) -> None:
         self._map = socket_map if map is None else map
         self._fileno = None
         if not sock:
-            self.socket = None
+            # Typed as a socket for the code that runs once one is set, which is nearly all.
+            self.socket = None  # type: ignore[assignment]
             return
         # A socket from a blocking source must not block the loop.
         sock.setblocking(False)
@@ -139,13 +193,13 @@ class dispatcher:
 
     # -- the map ------------------------------------------------------------------------
 
-    def add_channel(self, map: dict[Any, Any] | None = None) -> None:
+    def add_channel(self, map: _Map | None = None) -> None:
         if map is None:
             map = self._map
-        map[self._fileno] = self
+        map[self._fileno] = self  # type: ignore[index]  # None if no socket is set: as 3.11
         _engine.map_changed(map, self._fileno)
 
-    def del_channel(self, map: dict[Any, Any] | None = None) -> None:
+    def del_channel(self, map: _Map | None = None) -> None:
         fd = self._fileno
         if map is None:
             map = self._map
@@ -156,13 +210,13 @@ class dispatcher:
         self._fileno = None
         _interop.dispatcher_removed(self)
 
-    def create_socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> None:
+    def create_socket(self, family: int = _AF_INET, type: int = _SOCK_STREAM) -> None:
         self.family_and_type = family, type
         sock = socket.socket(family, type)
         sock.setblocking(False)
         self.set_socket(sock)
 
-    def set_socket(self, sock: Any, map: dict[Any, Any] | None = None) -> None:
+    def set_socket(self, sock: _Socket, map: _Map | None = None) -> None:
         self.socket = sock
         self._fileno = sock.fileno()
         self.add_channel(map)
@@ -189,13 +243,13 @@ class dispatcher:
         _engine.interest_changed(self)
         if os.name == "nt" and num > 5:
             num = 5
-        return self.socket.listen(num)  # type: ignore[no-any-return]
+        return self.socket.listen(num)
 
-    def bind(self, addr: Any) -> None:
+    def bind(self, addr: _Address) -> None:
         self.addr = addr
-        return self.socket.bind(addr)  # type: ignore[no-any-return]
+        return self.socket.bind(addr)
 
-    def connect(self, address: Any) -> None:
+    def connect(self, address: _Address) -> None:
         self.connected = False
         self.connecting = True
         err = self.socket.connect_ex(address)
@@ -207,7 +261,7 @@ class dispatcher:
         self.addr = address
         self.handle_connect_event()
 
-    def accept(self) -> tuple[Any, Any] | None:
+    def accept(self) -> tuple[_Socket, Any] | None:
         """Return ``(conn, address)``, or ``None`` if no connection is waiting after all."""
         try:
             conn, addr = self.socket.accept()
@@ -219,9 +273,9 @@ class dispatcher:
             raise
         return conn, addr
 
-    def send(self, data: Any) -> int:
+    def send(self, data: ReadableBuffer) -> int:
         try:
-            return self.socket.send(data)  # type: ignore[no-any-return]
+            return self.socket.send(data)
         except OSError as exc:
             if exc.errno == EWOULDBLOCK:
                 return 0
@@ -232,7 +286,7 @@ class dispatcher:
 
     def recv(self, buffer_size: int) -> bytes:
         try:
-            data: bytes = self.socket.recv(buffer_size)
+            data = self.socket.recv(buffer_size)
         except OSError as exc:
             if exc.errno in _DISCONNECTED:
                 self.handle_close()
@@ -339,7 +393,7 @@ class dispatcher:
         if pair is not None:
             self.handle_accepted(*pair)
 
-    def handle_accepted(self, sock: Any, addr: Any) -> None:
+    def handle_accepted(self, sock: _Socket, addr: Any) -> None:
         sock.close()
         self.log_info("unhandled accepted event", "warning")
 
@@ -353,7 +407,7 @@ class dispatcher_with_send(dispatcher):
 
     __module__ = "asyncore"
 
-    def __init__(self, sock: socket.socket | None = None, map: dict[Any, Any] | None = None) -> None:
+    def __init__(self, sock: _Socket | None = None, map: _Map | None = None) -> None:
         dispatcher.__init__(self, sock, map)
         self.out_buffer = b""
 
@@ -367,7 +421,7 @@ class dispatcher_with_send(dispatcher):
     def writable(self) -> bool:
         return (not self.connected) or len(self.out_buffer)  # type: ignore[return-value]
 
-    def send(self, data: Any) -> None:  # type: ignore[override]
+    def send(self, data: ReadableBuffer) -> None:  # type: ignore[override]
         if self.debug:
             self.log_info(f"sending {data!r}")
         self.out_buffer = self.out_buffer + data
@@ -399,7 +453,7 @@ def compact_traceback() -> tuple[tuple[str, str, str], type[BaseException] | Non
     return frames[-1], exc_type, exc_value, info
 
 
-def close_all(map: dict[Any, Any] | None = None, ignore_all: bool = False) -> None:
+def close_all(map: _Map | None = None, ignore_all: bool = False) -> None:
     """Close every object of ``map`` (EBADF is ignored; other errors unless ``ignore_all``), then clear it."""
     if map is None:
         map = socket_map
@@ -464,15 +518,18 @@ if os.name == "posix":
 
         __module__ = "asyncore"
 
-        def __init__(self, fd: Any, map: dict[Any, Any] | None = None) -> None:
+        socket: file_wrapper  # type: ignore[assignment]  # not a socket, but enough of one
+
+        def __init__(self, fd: int | _HasFileno, map: _Map | None = None) -> None:
             dispatcher.__init__(self, None, map)
             self.connected = True
+            number: Any = fd
             try:
-                fd = fd.fileno()
+                number = number.fileno()
             except AttributeError:
                 pass
-            self.set_file(fd)
-            os.set_blocking(fd, False)
+            self.set_file(number)
+            os.set_blocking(number, False)
 
         def set_file(self, fd: int) -> None:
             self.socket = file_wrapper(fd)

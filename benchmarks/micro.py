@@ -8,6 +8,11 @@ cost per operation and as a ratio to pyasyncore with ``select()`` in the same ru
 * ``step-1``: a host application calls ``loop(timeout=0, count=1)`` again and again with
   one idle ``async_chat`` dispatcher; microseconds per call.
 * ``step-100``: the same with 100 idle ``async_chat`` dispatchers.
+* ``churn``: connections churned through one listener (``--churn N``, default 20,000;
+  the issue's figure is 100,000): each accepted by a listening dispatcher, its line echoed
+  by an ``async_chat`` that then closes; the clients are the reliability suite's
+  ``_line_clients.py churn`` in their own process.  Microseconds per connection, plus
+  the server's open fds and VmRSS growth (KiB) after the churn.
 
 Variants: ``pyasyncore-select``, ``pyasyncore-poll``, ``ours-asyncio``, ``ours-uvloop``
 (each in its own subprocess, so one cannot warm or pollute another).  Usage, from the
@@ -33,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-MEASUREMENTS = ("bounce", "step-1", "step-100")
+MEASUREMENTS = ("bounce", "step-1", "step-100", "churn")
+CLIENTS = HERE.parent / "tests" / "reliability" / "_line_clients.py"
 FROZEN = ("pyasyncore-select", "pyasyncore-poll")
 
 
@@ -140,17 +146,85 @@ def _step(asyncore: Any, asynchat: Any, use_poll: bool, idle: int, seconds: floa
     return elapsed / calls * 1e6
 
 
+def _vm_rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _churn(asyncore: Any, asynchat: Any, use_poll: bool, connections: int) -> float:
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+
+    class Echo(asynchat.async_chat):
+        def __init__(self, sock: socket.socket, map: dict[int, Any]) -> None:
+            super().__init__(sock, map)
+            self.set_terminator(b"\n")
+            self.line = b""
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            self.line += data
+
+        def found_terminator(self) -> None:
+            self.push(self.line + b"\n")
+            self.close_when_done()
+
+    class Listener(asyncore.dispatcher):
+        def handle_accept(self) -> None:
+            while (pair := self.accept()) is not None:
+                Echo(pair[0], self._map)
+
+    map: dict[int, Any] = {}
+    server = Listener(map=map)
+    server.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1024)
+    host, port = server.socket.getsockname()
+
+    def churn(n: int) -> float:
+        clients = subprocess.Popen(
+            [sys.executable, str(CLIENTS), "churn", host, str(port), str(n), "500"],
+            stdout=subprocess.PIPE,
+        )
+        assert clients.stdout is not None
+        os.set_blocking(clients.stdout.fileno(), False)
+        printed = b""
+        start = time.perf_counter()
+        while b"churned" not in printed or len(map) > 1:
+            asyncore.loop(timeout=0.05, use_poll=use_poll, map=map, count=1)
+            printed += clients.stdout.read() or b""
+            if clients.poll() not in (None, 0) or b"error" in printed:
+                raise RuntimeError(f"churn clients failed: {printed!r}")
+        elapsed = time.perf_counter() - start
+        clients.wait(30)
+        return elapsed
+
+    churn(500)  # warm up
+    fds_before, rss_before = len(os.listdir("/proc/self/fd")), _vm_rss_kib()
+    elapsed = churn(connections)
+    fds_after, rss_after = len(os.listdir("/proc/self/fd")), _vm_rss_kib()
+    server.close()
+    print(f"fds {fds_before}->{fds_after} rss_growth_kib {rss_after - rss_before}", file=sys.stderr)
+    return elapsed / connections * 1e6
+
+
 def worker(variant: str, measurement: str, seconds: float) -> float:
     """One measurement in this process; microseconds per operation."""
     asyncore, asynchat = _modules(variant)
     use_poll = variant == "pyasyncore-poll"
     if measurement == "bounce":
         return _bounce(asyncore, use_poll, seconds)
+    if measurement.startswith("churn"):
+        return _churn(asyncore, asynchat, use_poll, int(measurement.split(":")[1]))
     idle = int(measurement.split("-")[1])
     return _step(asyncore, asynchat, use_poll, idle, seconds)
 
 
 def _run_worker(variant: str, path: str, measurement: str, seconds: float) -> float:
+    """One measurement in a fresh process; what it reported on stderr is printed too."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH", "")]))
     out = subprocess.run(
@@ -158,9 +232,11 @@ def _run_worker(variant: str, path: str, measurement: str, seconds: float) -> fl
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         check=True,
     )
+    if out.stderr.strip():
+        print(f"    {variant} {measurement}: {out.stderr.strip()}")
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -169,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.5)
     parser.add_argument("--impl-path", action="append", default=[])
+    parser.add_argument("--churn", type=int, default=20_000, help="connections churned")
+    parser.add_argument("--only", help="comma-separated measurements (default: all)")
     parser.add_argument("--json")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -181,14 +259,16 @@ def main(argv: list[str] | None = None) -> None:
     for path in paths:
         label = "" if len(paths) == 1 else f"@{Path(path).name}"
         variants += [(f"ours-asyncio{label}", path), (f"ours-uvloop{label}", path)]
-    results: dict[str, dict[str, list[float]]] = {m: {v: [] for v, _ in variants} for m in MEASUREMENTS}
+    measurements = args.only.split(",") if args.only else list(MEASUREMENTS)
+    results: dict[str, dict[str, list[float]]] = {m: {v: [] for v, _ in variants} for m in measurements}
     for _ in range(args.rounds):
-        for measurement in MEASUREMENTS:
+        for measurement in measurements:
+            asked = f"churn:{args.churn}" if measurement == "churn" else measurement
             for name, path in variants:
                 variant = name.split("@")[0]
-                results[measurement][name].append(_run_worker(variant, path, measurement, args.seconds))
+                results[measurement][name].append(_run_worker(variant, path, asked, args.seconds))
     summary: dict[str, Any] = {}
-    for measurement in MEASUREMENTS:
+    for measurement in measurements:
         base = statistics.median(results[measurement]["pyasyncore-select"])
         print(f"\n{measurement}: microseconds per operation (median of {args.rounds}), ratio to pyasyncore-select")
         summary[measurement] = {}

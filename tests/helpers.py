@@ -193,10 +193,13 @@ def _load_from_dist(dist_name: str, top_level: str, as_name: str) -> ModuleType:
     sys.modules[as_name] = module
     try:
         with warnings.catch_warnings():
-            # Only the 3.11 stdlib copies warn on import; the PyPI copies may follow suit.
+            # The 3.11 stdlib copies warn on import, and so do standard-asyncore's and
+            # standard-asynchat's (standard-smtpd's dependencies): they install the same
+            # asyncore/asynchat files as pyasyncore/pyasynchat, with only that warning added.
             warnings.filterwarnings(
                 "ignore",
-                message=r"The (asyncore|asynchat) module is deprecated",
+                message=r"(The (asyncore|asynchat) module is deprecated"
+                r"|\w*(asyncore|asynchat) was removed in Python 3\.12)",
                 category=DeprecationWarning,
             )
             spec.loader.exec_module(module)

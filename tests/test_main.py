@@ -107,3 +107,116 @@ def test_import_has_no_side_effects() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok\n"
+
+
+def test_version(tmp_path: Path) -> None:
+    result = run_main(tmp_path, "--version")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"asyncore_on_asyncio {asyncore_on_asyncio.__version__}\n",
+        "",
+    )
+
+
+def test_runs_module_as_python_m_does(tmp_path: Path) -> None:
+    """``-m MODULE`` ends our options; argv[0] is the module's file, sys.path[0] the cwd."""
+    package = tmp_path / "legacy_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "tool.py").write_text(LEGACY)
+    (tmp_path / "sibling.py").write_text("VALUE = 42\n")
+    result = run_main(tmp_path, "--loop", "uvloop", "-m", "legacy_pkg.tool", "4", "--loop", "-m")
+    assert result.returncode == 4, result.stderr
+    assert result.stdout.splitlines() == [
+        "loop uvloop",
+        f"argv [{str(package / 'tool.py')!r}, '4', '--loop', '-m']",
+        "name __main__",
+        "sibling 42",
+    ]
+    # Run as a package: its __main__.
+    (package / "__main__.py").write_text("import sys; print('main', sys.argv)\n")
+    result = run_main(tmp_path, "-mlegacy_pkg", "x")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"main [{str(package / '__main__.py')!r}, 'x']\n"
+
+
+def test_package_that_is_only_an_init_runs_it(tmp_path: Path) -> None:
+    """How PyPI's standard-smtpd packages 3.11's smtpd module: ``-m`` runs its __init__."""
+    package = tmp_path / "onlyinit"
+    package.mkdir()
+    (package / "__init__.py").write_text("import sys; print(__name__, sys.argv)\n")
+    result = run_main(tmp_path, "-m", "onlyinit", "-n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"__main__ [{str(package / '__init__.py')!r}, '-n']\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "stderr"),
+    [
+        (
+            ["missing.py", "1"],
+            2,
+            "python -m asyncore_on_asyncio: can't open file '{tmp}/missing.py': "
+            "[Errno 2] No such file or directory\n",
+        ),
+        (["-m", "no_such_module"], 1, "python -m asyncore_on_asyncio: No module named no_such_module\n"),
+        (
+            ["-m", "pkg_without_main"],
+            1,
+            "python -m asyncore_on_asyncio: No module named pkg_without_main.__main__; "
+            "'pkg_without_main' is a package and cannot be directly executed\n",
+        ),
+    ],
+    ids=["missing-script", "missing-module", "package-without-main"],
+)
+def test_what_cannot_run_is_one_line_as_python_says(
+    tmp_path: Path, args: list[str], status: int, stderr: str
+) -> None:
+    package = tmp_path / "pkg_without_main"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "other.py").write_text("")
+    result = run_main(tmp_path, *args)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        status,
+        "",
+        stderr.format(tmp=tmp_path),
+    )
+
+
+def test_script_or_module_is_required(tmp_path: Path) -> None:
+    for args in ([], ["--loop", "asyncio"], ["-m"]):
+        result = run_main(tmp_path, *args)
+        assert result.returncode == 2
+        assert result.stderr.startswith("usage: python -m asyncore_on_asyncio ")
+        assert result.stdout == ""
+
+
+DEBUG_LOGGING = textwrap.dedent(
+    """
+    import logging, socket
+    import asyncore
+    logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    logging.getLogger("legacy").debug("before")
+    a, b = socket.socketpair()
+    channel = asyncore.dispatcher(a)
+    asyncore.loop(timeout=0, count=1)
+    channel.close()
+    b.close()
+    logging.getLogger("asyncio").debug("asyncio's logger still logs")
+    logging.getLogger("legacy").debug("after")
+    """
+)
+
+
+def test_debug_log_reads_as_on_311(tmp_path: Path, loop_kind: str) -> None:
+    """asyncio's "Using selector: ..." record, logged when the engine loop is made, is
+    dropped; nothing else from asyncio's logger is."""
+    (tmp_path / "debug_logging.py").write_text(DEBUG_LOGGING)
+    result = run_main(tmp_path, "--loop", loop_kind, "debug_logging.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "legacy: before",
+        "asyncio: asyncio's logger still logs",
+        "legacy: after",
+    ]
