@@ -316,11 +316,15 @@ async def test_hand_over_to_streams() -> None:
 async def test_hand_over_to_protocol() -> None:
     m: dict[int, Any] = {}
     done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     handovers: list[asyncio.Future[Any]] = []
 
     class Upper(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.transport = transport
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.set_result(None)
 
         def data_received(self, data: bytes) -> None:
             self.transport.write(data.upper())  # type: ignore[attr-defined]
@@ -342,7 +346,7 @@ async def test_hand_over_to_protocol() -> None:
     await writer.wait_closed()
     server.close()
     await asyncio.wait_for(serving, 5)
-    await asyncio.sleep(0.05)  # let the protocol see EOF and its transport close
+    await asyncio.wait_for(lost, 5)  # the protocol saw EOF and its transport closed
 
 
 async def test_detach_errors() -> None:
@@ -357,7 +361,12 @@ class PendingWriter(asyncore.dispatcher):
     def __init__(self, sock: socket.socket, map: dict[int, Any]) -> None:
         super().__init__(sock, map=map)
         self.pending = b""
+        self.asked = 0
         self.written: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def readable(self) -> bool:
+        self.asked += 1
+        return True
 
     def writable(self) -> bool:
         return bool(self.pending)
@@ -380,7 +389,11 @@ async def test_custom_writable_changed_by_coroutine(call_wakeup: bool) -> None:
     d = PendingWriter(a, m)
     timeout = 0.5
     serving = asyncio.create_task(asyncore_on_asyncio.serve(m, timeout=timeout))
-    await asyncio.sleep(0.05)  # serve() is in its wait now
+    for _ in range(100):  # until serve() has scanned once: it waits from then on
+        if d.asked:
+            break
+        await asyncio.sleep(0)
+    assert d.asked == 1
     loop = asyncio.get_running_loop()
     changed_at = loop.time()
     d.pending = b"late data"

@@ -16,8 +16,8 @@ has:
 ``collect(owner)``
     the exact ``poll()`` flags of ``owner``'s fds that are ready now;
 ``remove_from_thread(fd, obj)``
-    the same as ``remove`` from a thread that does not run the loop, if the source
-    can do that safely there (returns whether it did);
+    unregister at once from a thread that does not run the loop, where the source
+    can do that safely (epoll can);
 ``close()``.
 
 Two sources exist.  :class:`.epoll.EpollSource` (Linux) holds every fd in one
@@ -227,9 +227,10 @@ class SourceBase:
         """The exact ``poll()`` flags of ``owner``'s fds that are ready now."""
         raise NotImplementedError
 
-    def remove_from_thread(self, fd: int, obj: object) -> bool:
+    def remove_from_thread(self, fd: int, obj: object) -> None:
         """From a thread that does not run the loop: unregister ``fd`` now if it is held
-        for ``obj``; ``False`` if this source cannot (the loop's thread will)."""
+        for ``obj``, where this source can do that safely (the loop's thread forgets the
+        record later either way)."""
         raise NotImplementedError
 
     def close_from_thread(self, sock: Any, fd: int) -> bool:

@@ -127,14 +127,13 @@ class EpollSource(SourceBase):
             with self._lock:
                 self._ctl(rec, 0)
 
-    def remove_from_thread(self, fd: int, obj: object) -> bool:
+    def remove_from_thread(self, fd: int, obj: object) -> None:
         """Unregister ``fd`` now if it is held for ``obj``; the loop's thread forgets the record."""
         rec = self._records.get(fd)
         if rec is not None and rec.obj is obj and rec.mask:
             with self._lock:
                 if rec.mask:
                     self._ctl(rec, 0)
-        return True
 
     def _rebuild(self) -> None:
         """A new epoll from the records: entries of fds closed behind our back are gone."""

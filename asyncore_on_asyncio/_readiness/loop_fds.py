@@ -219,9 +219,8 @@ class LoopFdSource(SourceBase):
 
     # -- closing from another thread --------------------------------------------------------
 
-    def remove_from_thread(self, fd: int, obj: object) -> bool:
-        """Not safe here: only the loop's thread may unregister (the caller hands it over)."""
-        return False
+    def remove_from_thread(self, fd: int, obj: object) -> None:
+        """Nothing: only the loop's thread may unregister here (the caller hands it over)."""
 
     def close_from_thread(self, sock: Any, fd: int) -> bool:
         """Close ``sock``, registered here, from another thread; ``False``: just close it.
