@@ -45,10 +45,18 @@ def _judge_by_select(timeout: float | None) -> None:
         pass
 
 
+_PLAIN_LIMIT = 1e9
+"""Seconds below which a non-negative int or float timeout is one ``select()`` accepts."""
+
+
 def select_timeout(timeout: float | None) -> float | None:
     """``timeout`` for a ``select()``-style cycle, in seconds, or what ``select()`` raised."""
+    if timeout is None:
+        return None
+    if type(timeout) in (float, int) and 0 <= timeout < _PLAIN_LIMIT:
+        return float(timeout)  # the common case, decided without asking select()
     _judge_by_select(timeout)
-    return None if timeout is None else float(timeout)
+    return float(timeout)
 
 
 def poll_milliseconds(timeout: float | None) -> int | None:

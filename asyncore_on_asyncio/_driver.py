@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import select
-import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -130,10 +129,12 @@ class Driver:
         self.waiting = False
         self._mid_cycle = False
         self._on_done = None
-        for handle in (self._timer, self._step_handle):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._step_handle = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._step_handle is not None:
+            self._step_handle.cancel()
+            self._step_handle = None
 
     def cycles(self) -> int:
         """Run cycles here until the run is done, one has to wait, or a burst is over."""
@@ -160,7 +161,8 @@ class Driver:
                 deadline = self._deadline
                 if deadline is None or time() < deadline:
                     return _WAIT
-                scanner.idle()
+                if self._timeout:
+                    scanner.idle()  # it waited in vain: a good time to check everything
             self._mid_cycle = False
             if ready:
                 self._dispatch(ready)
@@ -286,8 +288,7 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
             "asyncore.loop()/poll() cannot block inside a running asyncio event loop; "
             "use 'await asyncore_on_asyncio.serve(map)' there instead"
         )
-    engine = thread_engine()
-    engine.thread_id = threading.get_ident()
+    engine = thread_engine()  # made in this thread: its thread_id is ours
     driver = _driver_for(engine, map)
     driver.begin(timeout, use_poll, count)
     try:

@@ -7,7 +7,7 @@ by the public modules with :func:`declare_stock`, not overridden on the class or
 the instance), their answers can only change through our API or inside their own
 handlers, so later scans are *incremental*: they ask only the objects that changed
 (:meth:`Scanner.mark`) or were dispatched, and a cycle's cost no longer grows with
-idle connections.  A full scan still runs after an idle cycle, at least once a
+idle connections.  A full scan still runs after a cycle that waited in vain, at least once a
 second, and when the map's size shows a change made behind our back.
 
 A full scan over the same objects under the same fds as the previous one applies
@@ -19,7 +19,7 @@ closed behind a dispatcher's back is noticed within a second.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._classflags import PerClass
@@ -167,7 +167,10 @@ class Scanner:
             self._dirty.add(fd)  # also keeps the next full scan off its steady path
 
     def idle(self) -> None:
-        """A cycle found nothing: a good time to check everything at the next scan."""
+        """A cycle waited and found nothing: a good time to check everything at the next scan.
+
+        (A ``timeout=0`` cycle does not count: a host loop stepping ``loop()`` makes one
+        at every call, and the verifying scans once a second are enough there.)"""
         self._full_scan_needed = True
 
     def scan(self, now: float) -> None:
@@ -381,11 +384,17 @@ def _fd_of(key: Any) -> int | None:
 _scan_index = operator.attrgetter("index")
 
 
-def _differences(new: list[int], old: list[int], block: int = 64) -> Iterator[int]:
+def _differences(new: list[int], old: list[int], block: int = 64) -> Iterable[int]:
     """The indices where two lists of the same length differ, few of them expected.
 
     Blocks are compared at C speed; only a block that differs is looked into.
     """
+    if len(new) <= block:
+        return [index for index in range(len(new)) if new[index] != old[index]]
+    return _block_differences(new, old, block)
+
+
+def _block_differences(new: list[int], old: list[int], block: int) -> Iterator[int]:
     for start in range(0, len(new), block):
         end = start + block
         if new[start:end] != old[start:end]:
