@@ -254,19 +254,14 @@ def _driver_for(engine: Engine, map: dict[Any, Any]) -> Driver:
     if isinstance(driver, Driver) and driver.map is map:
         return driver
     if isinstance(driver, Driver):
-        _release(engine, driver)  # a dead map whose id() was reused
+        engine.release(driver)  # a dead map whose id() was reused
     new = Driver(engine, map)
     engine.drivers[id(map)] = new
     return new
 
 
-def _release(engine: Engine, driver: Driver) -> None:
-    for rec in list(driver.records.values()):
-        engine.source.remove(rec)
-
-
 def _retire(engine: Engine, driver: Driver) -> None:
-    _release(engine, driver)
+    engine.release(driver)
     if engine.drivers.get(id(driver.map)) is driver:
         del engine.drivers[id(driver.map)]
 
@@ -375,8 +370,8 @@ async def serve(
     finally:
         driver.end()
         _retire(engine, driver)
-        if not engine.drivers and not len(engine.source) and engine is not thread_engine_or_none():
-            forget_engine(engine)
+        if not engine.drivers and engine is not thread_engine_or_none():
+            forget_engine(engine)  # closes its source: the loop keeps no fd or reader of ours
 
 
 def _inside_a_handler(loop: asyncio.AbstractEventLoop) -> bool:

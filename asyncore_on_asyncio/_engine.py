@@ -101,9 +101,13 @@ class Engine:
             driver.changed(key)
             return
         # Emptied between loop() calls: let the driver (and what it remembers) go.
+        self.release(driver)
+        del self.drivers[map_id]
+
+    def release(self, driver: MapDriver) -> None:
+        """Unregister every fd of ``driver``."""
         for rec in list(driver.records.values()):
             self.source.remove(rec)
-        del self.drivers[map_id]
 
     def run_loop(self) -> None:
         """Run the event loop until something stops it."""
@@ -165,10 +169,12 @@ def engine_for(loop: asyncio.AbstractEventLoop) -> Engine:
 
 
 def forget_engine(engine: Engine) -> None:
+    """The engine no longer serves its loop: drop it, and its source (fd and reader) with it."""
     with _engines_lock:
         if _engines.get(engine.loop) is engine:
             del _engines[engine.loop]
             _publish()
+    engine.close()
 
 
 # -- choosing the event loop --------------------------------------------------------------
@@ -220,7 +226,6 @@ class _ThreadLoop:
     def close(self) -> None:
         engine = self.engine
         forget_engine(engine)
-        engine.close()
         if not engine.loop.is_closed():
             engine.loop.close()
 

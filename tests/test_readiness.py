@@ -478,3 +478,19 @@ def test_handlers_see_the_engine_loop_running(timeout: float) -> None:
     finally:
         d.close()
         client.close()
+
+
+@pytest.mark.asyncio
+async def test_serve_on_a_running_loop_leaves_nothing_behind() -> None:
+    """When serve() ends on a loop the engine did not make, the engine lets go of that
+    loop: its epoll fd is closed and the loop holds no reader of ours (checked before any
+    garbage collection could close it)."""
+    before = set(os.listdir("/proc/self/fd"))
+    m: dict[int, Any] = {}
+    client, server = socketpair()
+    d = Bouncer(server, m)
+    client.send(b"bye")
+    client.close()  # the dispatcher reads, then sees EOF and closes: the map empties
+    await asyncio.wait_for(asyncore_on_asyncio.serve(m, timeout=5), 5)
+    assert m == {} and not d.connected
+    assert set(os.listdir("/proc/self/fd")) <= before
