@@ -18,10 +18,10 @@ import warnings
 from types import FunctionType, ModuleType
 
 from . import asynchat, asyncore
-from ._driver import serve
 from ._engine import close_event_loop, get_event_loop, set_loop_factory
 from ._interop import (
     detach,
+    serve,
     spawn,
     to_protocol,
     to_streams,

@@ -328,21 +328,9 @@ def _wait_in_loop(engine: Engine, driver: Driver) -> None:
         raise outcome[0]
 
 
-async def serve(
-    map: dict[Any, Any] | None = None, timeout: float | None = 30.0, use_poll: bool = False
-) -> None:
-    """Drive ``map``'s dispatchers on the running event loop until the map is empty.
-
-    The async counterpart of ``asyncore.loop()``: the same cycles, run by callbacks
-    on the running loop, so it keeps serving other tasks.  Several maps may be
-    served at once.  Exceptions propagate as from ``loop()``.  When the task is
-    cancelled, or ends by an exception, the map's fds are unregistered and its
-    dispatchers are left open in the map (``asyncore.close_all(map)`` closes them).
-    """
-    if map is None:
-        from . import asyncore
-
-        map = asyncore.socket_map
+async def serve(map: dict[Any, Any], timeout: float | None, use_poll: bool) -> None:
+    """Drive ``map``'s dispatchers on the running event loop until the map is empty
+    (:func:`asyncore_on_asyncio.serve`, which also knows the default map)."""
     loop = asyncio.get_running_loop()
     engine = engine_for(loop)
     existing = engine.drivers.get(id(map))

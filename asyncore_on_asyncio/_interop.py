@@ -1,5 +1,6 @@
 """Bridges between dispatchers and coroutines on the same event loop.
 
+* :func:`serve` drives a map inside a running event loop, as ``loop()`` does outside.
 * :func:`spawn` starts a coroutine from a handler; its failure is not lost: it
   goes to a dispatcher's ``handle_error()`` or out of the running ``loop()``.
 * :func:`wait_connected` / :func:`wait_closed` let a coroutine await a
@@ -19,10 +20,11 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from . import _engine
+from . import _driver, _engine
 
 __all__ = [
     "detach",
+    "serve",
     "spawn",
     "to_protocol",
     "to_streams",
@@ -163,6 +165,24 @@ def wakeup(target: Any) -> None:
         _engine.map_changed(target)
     else:
         _engine.interest_changed(target)
+
+
+async def serve(
+    map: dict[int, Any] | None = None, timeout: float | None = 30.0, use_poll: bool = False
+) -> None:
+    """Drive ``map``'s dispatchers on the running event loop until the map is empty.
+
+    The async counterpart of ``asyncore.loop()`` (``map=None``: ``asyncore.socket_map``):
+    the same cycles, run on the running loop, so it keeps serving other tasks.  Several
+    maps may be served at once.  Exceptions propagate as from ``loop()``.  When the task
+    is cancelled, or ends by an exception, the map's fds are unregistered and its
+    dispatchers are left open in the map (``asyncore.close_all(map)`` closes them).
+    """
+    if map is None:
+        from . import asyncore  # imported here: asyncore imports this module
+
+        map = asyncore.socket_map
+    await _driver.serve(map, timeout, use_poll)
 
 
 def spawn(coro: Coroutine[Any, Any, T], *, dispatcher: Any = None) -> asyncio.Task[T]:
