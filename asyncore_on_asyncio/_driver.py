@@ -23,8 +23,10 @@ pass cost:
   :data:`STEP_INTERVAL`, so coroutines on it still progress, at a cost spread over
   the calls of a millisecond.
 
-Cycles run in the caller's frame (``loop()``, or the ``serve()`` task) until one
-has to wait; from then on they run as event-loop callbacks until the run ends.
+``loop()`` runs cycles in its caller's frame until one has to wait; from then on
+they run as event-loop callbacks until the run ends.  ``serve()`` runs them as
+callbacks from the first one, so that tasks started with it run before anything
+is dispatched.
 Every exception such a callback meets (a handler's ``ExitNow``/
 ``KeyboardInterrupt``/``SystemExit``, whatever ``handle_error``, ``readable()`` or
 ``writable()`` raise) is caught, the cycles stop, and it is raised again from
@@ -340,21 +342,21 @@ async def serve(map: dict[Any, Any], timeout: float | None, use_poll: bool) -> N
         return
     driver = _driver_for(engine, map)
     driver.begin(timeout, use_poll and _HAS_POLL, None)
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def done(exc: BaseException | None) -> None:
+        if finished.done():
+            return
+        if exc is None:
+            finished.set_result(None)
+        else:
+            finished.set_exception(exc)
+
     try:
-        state = driver.cycles()
-        if state != _DONE:
-            finished: asyncio.Future[None] = loop.create_future()
-
-            def done(exc: BaseException | None) -> None:
-                if finished.done():
-                    return
-                if exc is None:
-                    finished.set_result(None)
-                else:
-                    finished.set_exception(exc)
-
-            driver.continue_in_loop(state, done)
-            await finished
+        # From the first cycle on as callbacks: tasks started together with serve() run
+        # before anything is dispatched (a wait_connected() is in place in time).
+        driver.continue_in_loop(_YIELD, done)
+        await finished
     finally:
         driver.end()
         _retire(engine, driver)
