@@ -13,7 +13,18 @@ import select
 from typing import Any, Protocol
 
 from ._handlers import _exception, read, readwrite, write
-from ._readiness import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI, PRIORITY, READ, WRITE
+from ._readiness import (
+    POLL_REQUEST,
+    POLLERR,
+    POLLHUP,
+    POLLIN,
+    POLLNVAL,
+    POLLOUT,
+    POLLPRI,
+    PRIORITY,
+    READ,
+    WRITE,
+)
 from ._scan import Batch, fd_of_key, wanted
 
 __all__ = ["Handling", "dispatch_batch", "run_nested"]
@@ -22,17 +33,6 @@ __all__ = ["Handling", "dispatch_batch", "run_nested"]
 class Handling(Protocol):
     handling: object
     """The object whose handler runs now (set here, for the caller's notifications)."""
-
-
-def _poll_request(events: int) -> int:
-    return (
-        (POLLIN if events & READ else 0)
-        | (POLLOUT if events & WRITE else 0)
-        | (POLLPRI if events & PRIORITY else 0)
-    )
-
-
-_POLL_REQUEST = tuple(_poll_request(events) for events in range(16))
 
 
 _SELECT_READ = POLLIN | POLLHUP | POLLERR
@@ -121,7 +121,7 @@ def run_nested(map: dict[Any, Any], timeout: float | None, use_poll: bool, count
                 batch.append((key, fd, obj, events))
         pollster = select.poll()
         for _, fd, _, events in batch:
-            pollster.register(fd, _POLL_REQUEST[events])
+            pollster.register(fd, POLL_REQUEST[events])
         revents = dict(pollster.poll(None if timeout is None else int(timeout * 1000)))
         dispatch_batch(holder, map, batch, revents, use_poll)
         if count is not None:

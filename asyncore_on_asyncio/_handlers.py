@@ -15,15 +15,28 @@ from typing import Any
 
 from ._errors import DISCONNECTED, RERAISED
 
-__all__ = ["POLLIN", "POLLOUT", "POLLPRI", "POLL_CLOSE", "_exception", "read", "readwrite", "write"]
+__all__ = [
+    "POLLERR",
+    "POLLHUP",
+    "POLLIN",
+    "POLLNVAL",
+    "POLLOUT",
+    "POLLPRI",
+    "POLL_CLOSE",
+    "_exception",
+    "read",
+    "readwrite",
+    "write",
+]
 
 # Linux values; select.POLL* may be missing on platforms without poll().
 POLLIN: int = getattr(select, "POLLIN", 0x001)
 POLLPRI: int = getattr(select, "POLLPRI", 0x002)
 POLLOUT: int = getattr(select, "POLLOUT", 0x004)
-POLL_CLOSE: int = (
-    getattr(select, "POLLERR", 0x008) | getattr(select, "POLLHUP", 0x010) | getattr(select, "POLLNVAL", 0x020)
-)
+POLLERR: int = getattr(select, "POLLERR", 0x008)
+POLLHUP: int = getattr(select, "POLLHUP", 0x010)
+POLLNVAL: int = getattr(select, "POLLNVAL", 0x020)
+POLL_CLOSE: int = POLLERR | POLLHUP | POLLNVAL
 """Poll flags that make ``readwrite`` call ``handle_close()``."""
 
 

@@ -43,6 +43,8 @@ import select
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from .._handlers import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI
+
 __all__ = [
     "ALWAYS_READY",
     "INVALID",
@@ -53,6 +55,7 @@ __all__ = [
     "POLLNVAL",
     "POLLOUT",
     "POLLPRI",
+    "POLL_REQUEST",
     "PRIORITY",
     "READ",
     "READINESS_ENV_VAR",
@@ -69,13 +72,18 @@ WRITE: Final = 2
 PRIORITY: Final = 4
 INVALID: Final = 8
 
-# Linux values; select.POLL* may be missing where there is no poll().
-POLLIN: Final[int] = getattr(select, "POLLIN", 0x001)
-POLLPRI: Final[int] = getattr(select, "POLLPRI", 0x002)
-POLLOUT: Final[int] = getattr(select, "POLLOUT", 0x004)
-POLLERR: Final[int] = getattr(select, "POLLERR", 0x008)
-POLLHUP: Final[int] = getattr(select, "POLLHUP", 0x010)
-POLLNVAL: Final[int] = getattr(select, "POLLNVAL", 0x020)
+
+
+def _poll_request(events: int) -> int:
+    return (
+        (POLLIN if events & READ else 0)
+        | (POLLOUT if events & WRITE else 0)
+        | (POLLPRI if events & PRIORITY else 0)
+    )
+
+
+POLL_REQUEST: Final = tuple(_poll_request(events) for events in range(16))
+"""What to ask ``poll()`` for, by READ | WRITE | PRIORITY (| INVALID) bits."""
 
 # Record.kind
 WATCHED: Final = 0

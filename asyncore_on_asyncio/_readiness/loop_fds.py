@@ -31,10 +31,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from . import (
+    POLL_REQUEST,
     POLLERR,
-    POLLIN,
     POLLOUT,
-    POLLPRI,
     PRIORITY,
     READ,
     WRITE,
@@ -49,17 +48,6 @@ _READING: Final = 1
 _WRITING: Final = 2
 _URGENT: Final = 4
 """Record.mask bits: add_reader, add_writer, the EPOLLPRI watch."""
-
-
-def _poll_request(events: int) -> int:
-    return (
-        (POLLIN if events & READ else 0)
-        | (POLLOUT if events & WRITE else 0)
-        | (POLLPRI if events & PRIORITY else 0)
-    )
-
-
-_POLL_REQUEST: Final = tuple(_poll_request(events) for events in range(16))
 
 
 class _PriorityWatch:
@@ -148,7 +136,7 @@ class LoopFdSource(SourceBase):
             self._remove_priority(fd)
             mask &= ~_URGENT
         rec.mask = mask
-        self._pollster.register(fd, _POLL_REQUEST[events & 15])
+        self._pollster.register(fd, POLL_REQUEST[events & 15])
 
     def _unwatch(self, rec: Record) -> None:
         try:
