@@ -10,6 +10,7 @@ event, then every priority event.  :func:`run_nested` is 3.11's loop on a privat
 from __future__ import annotations
 
 import select
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._handlers import _exception, read, readwrite, write
@@ -25,7 +26,7 @@ from ._readiness import (
     READ,
     WRITE,
 )
-from ._scan import Batch, fd_of_key, wanted
+from ._scan import Batch, BatchEntry, fd_of_key, wanted
 
 __all__ = ["Handling", "dispatch_batch", "run_nested"]
 
@@ -67,6 +68,9 @@ def _dispatch_poll(holder: Handling, map: dict[Any, Any], batch: Batch, revents:
 
 def _dispatch_select(holder: Handling, map: dict[Any, Any], batch: Batch, revents: dict[int, int]) -> None:
     get = map.get
+    if len(batch) == 1:
+        _dispatch_select_one(holder, get, batch[0], revents)
+        return
     flags_of = revents.get
     reads = []
     writes = []
@@ -102,6 +106,28 @@ def _dispatch_select(holder: Handling, map: dict[Any, Any], batch: Batch, revent
             # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
             holder.handling = obj
             readwrite(obj, POLLNVAL)
+
+
+def _dispatch_select_one(
+    holder: Handling, get: Callable[[Any], Any], entry: BatchEntry, revents: dict[int, int]
+) -> None:
+    """One object's events, as :func:`_dispatch_select` orders them (the common case)."""
+    key, fd, obj, events = entry
+    flags = revents.get(fd, 0)
+    if flags & POLLNVAL:
+        if get(key) is obj:
+            holder.handling = obj
+            readwrite(obj, POLLNVAL)
+        return
+    if events & READ and flags & _SELECT_READ and get(key) is obj:
+        holder.handling = obj
+        read(obj)
+    if events & WRITE and flags & _SELECT_WRITE and get(key) is obj:
+        holder.handling = obj
+        write(obj)
+    if events & PRIORITY and flags & POLLPRI and get(key) is obj:
+        holder.handling = obj
+        _exception(obj)
 
 
 class _Nested:

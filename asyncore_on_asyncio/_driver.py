@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import select
 from collections.abc import Callable
+from time import monotonic
 from typing import Any, Final
 
 from ._dispatch import dispatch_batch, run_nested
@@ -56,6 +57,7 @@ STEP_INTERVAL: Final = 0.001
 """Cycles run outside the event loop give it one iteration at least this often (seconds)."""
 
 _HAS_POLL = hasattr(select, "poll")
+_set_running_loop = asyncio._set_running_loop
 _TIMER_SLACK = 0.0005
 """A deadline timer firing this early (seconds) counts as due."""
 
@@ -84,6 +86,7 @@ class Driver:
         self._mid_cycle = False
         self._rescan = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
         self._wake_at: float | None = None
         self._step_handle: asyncio.Handle | None = None
         self._on_done: Callable[[BaseException | None], None] | None = None
@@ -140,7 +143,7 @@ class Driver:
 
     def cycles(self) -> int:
         """Run cycles here until the run is done, one has to wait, or a burst is over."""
-        time = self.engine.loop.time
+        time = monotonic
         scanner = self.scanner
         source = self.engine.source
         engine = self.engine
@@ -221,26 +224,31 @@ class Driver:
         """Wait for readiness, a change, or the cycle's deadline.
 
         One timer serves many cycles: a busy map arms a later deadline every cycle,
-        and the pending timer, firing early, just re-arms for the rest.
+        and the pending timer, firing early, just re-arms for the rest.  Deadlines
+        are ``time.monotonic()`` values (the default loop's clock; uvloop's counts
+        whole milliseconds), turned into delays for the loop.
         """
         self.waiting = True
         deadline = self._wake_at = self._deadline
         if deadline is None:
             return
-        timer = self._timer
-        if timer is not None:
-            if timer.when() <= deadline:
+        if self._timer is not None:
+            if self._timer_due <= deadline:
                 return
-            timer.cancel()
-        self._timer = self.engine.loop.call_at(deadline, self._on_timer)
+            self._timer.cancel()
+        self._set_timer(deadline)
+
+    def _set_timer(self, due: float) -> None:
+        self._timer_due = due
+        self._timer = self.engine.loop.call_later(max(0.0, due - monotonic()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         wake_at = self._wake_at
         if wake_at is None or not self.waiting:
             return
-        if wake_at - self.engine.loop.time() > _TIMER_SLACK:
-            self._timer = self.engine.loop.call_at(wake_at, self._on_timer)
+        if wake_at - monotonic() > _TIMER_SLACK:
+            self._set_timer(wake_at)
             return
         self._step()
 
@@ -286,18 +294,20 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
             "use 'await asyncore_on_asyncio.serve(map)' there instead"
         )
     engine = thread_engine()  # made in this thread: its thread_id is ours
-    driver = _driver_for(engine, map)
+    driver = engine.drivers.get(id(map))
+    if not (type(driver) is Driver and driver.map is map):
+        driver = _driver_for(engine, map)
     driver.begin(timeout, use_poll, count)
     try:
-        state = _cycles_here(engine, driver)
-        while state != _DONE:
-            if state == _YIELD:
-                engine.iterate_if_due(STEP_INTERVAL)
-                state = _cycles_here(engine, driver)
-            else:
+        while True:
+            state = _cycles_here(engine, driver)
+            if state == _WAIT:
                 _wait_in_loop(engine, driver)
                 break
-        engine.iterate_if_due(STEP_INTERVAL)
+            if monotonic() - engine.loop_ran_at >= STEP_INTERVAL:
+                engine.iterate()
+            if state == _DONE:
+                break
     finally:
         driver.end()
     if not map:
@@ -308,11 +318,11 @@ def _cycles_here(engine: Engine, driver: Driver) -> int:
     """``driver.cycles()`` in the caller's frame, its handlers seeing the engine loop as the
     running loop (as they do when cycles run inside it): ``asyncio.get_running_loop()``
     and ``asyncio.create_task()`` work there, and a nested ``loop()`` is recognised."""
-    asyncio._set_running_loop(engine.loop)
+    _set_running_loop(engine.loop)
     try:
         return driver.cycles()
     finally:
-        asyncio._set_running_loop(None)
+        _set_running_loop(None)
 
 
 def _wait_in_loop(engine: Engine, driver: Driver) -> None:

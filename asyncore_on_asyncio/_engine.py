@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from time import monotonic
 from typing import Any, Protocol
 
 from ._errors import RERAISED
@@ -114,13 +115,12 @@ class Engine:
         try:
             self.loop.run_forever()
         finally:
-            self.loop_ran_at = self.loop.time()
+            self.loop_ran_at = monotonic()
 
-    def iterate_if_due(self, interval: float) -> None:
-        """Give the event loop one iteration if it has not run for ``interval`` seconds."""
-        if self.loop.time() - self.loop_ran_at >= interval:
-            self.loop.call_soon(self.loop.stop)
-            self.run_loop()
+    def iterate(self) -> None:
+        """Give the event loop one iteration."""
+        self.loop.call_soon(self.loop.stop)
+        self.run_loop()
 
     def close(self) -> None:
         """The loop is being closed (or no longer served): drop every registration."""

@@ -25,12 +25,14 @@ from typing import Any
 from ._classflags import PerClass
 from ._readiness import INVALID, PRIORITY, READ, WRITE, Owner, Record, SourceBase
 
-__all__ = ["Batch", "Scanner", "declare_stock", "fd_of_key", "is_closed"]
+__all__ = ["Batch", "BatchEntry", "Scanner", "declare_stock", "fd_of_key", "is_closed"]
 
 READ_ONLY = READ | PRIORITY
 
-Batch = list[tuple[Any, int, Any, int]]
-"""(map key, fd, object, wanted events) of the ready entries, in map order."""
+BatchEntry = tuple[Any, int, Any, int]
+"""(map key, fd, object, wanted events) of a ready entry."""
+Batch = list[BatchEntry]
+"""The ready entries, in map order."""
 
 _FULL_SCAN_INTERVAL = 1.0
 """Seconds between verifying scans: they check every dispatcher's socket (closed
@@ -174,14 +176,14 @@ class Scanner:
         self._full_scan_needed = True
 
     def scan(self, now: float) -> None:
-        if (
-            self._incremental
-            and not self._full_scan_needed
-            and now < self._next_full_scan
-            and self._scan_changed()
-        ):
-            return
-        self._scan_all(now)
+        if not self._incremental:
+            self._scan_all(now)
+        elif self._full_scan_needed or now >= self._next_full_scan:
+            self._scan_all(now)
+        elif self._dirty or len(self._position) != len(self.map):
+            if not self._scan_changed():
+                self._scan_all(now)
+        # else nothing changed: the common case of a host loop stepping an idle map
 
     # -- full scans -----------------------------------------------------------------------
 
@@ -206,31 +208,25 @@ class Scanner:
             # the key dirty), and then only until the next verifying scan.
             and objs == self._objs
         ):
-            self._apply_answers(wanted)
+            # The same objects under the same fds as at the previous scan: apply what changed.
+            previous, self._wanted = self._wanted, wanted
+            if wanted != previous:
+                for index in _differences(wanted, previous):
+                    self._apply_answer(keys[index], objs[index], wanted[index], index)
             return
         self._apply_scan(keys, objs, wanted, verify)
         if verify:
             self._next_full_scan = now + _FULL_SCAN_INTERVAL
 
-    def _apply_answers(self, wanted: list[int]) -> None:
-        """The same objects under the same fds as at the previous scan: apply what changed."""
-        previous, self._wanted = self._wanted, wanted
-        if wanted == previous:
-            return
-        records = self.owner.records
-        for index in _differences(wanted, previous):
-            fd = self._keys[index]
-            obj = self._objs[index]
-            events = wanted[index]
-            rec = records.get(fd)
-            if not events:
-                if rec is not None and rec.obj is obj:
-                    self.source.remove(rec)
-                continue
-            if rec is None or rec.obj is not obj:
-                rec = self._sync(fd, obj, rec, events)
-            else:
+    def _apply_answer(self, fd: int, obj: Any, events: int, index: int) -> None:
+        rec = self.owner.records.get(fd)
+        if rec is not None and rec.obj is obj:
+            if events:
                 self.source.update(rec, events)
+            else:
+                self.source.remove(rec)
+        elif events:
+            rec = self._sync(fd, obj, rec, events)
             rec.seen = self._stamp
             rec.key = fd
             rec.index = index
@@ -372,6 +368,12 @@ class Scanner:
             entries = self._entries
             return [entries[key] for key in keys]
         records, stamp = self.owner.records, self._stamp
+        if len(ready) == 1:
+            for fd in ready:
+                rec = records.get(fd)
+                if rec is None or rec.seen != stamp:
+                    return []
+                return [(rec.key, fd, rec.obj, rec.events)]
         regs = [rec for fd in ready if (rec := records.get(fd)) is not None and rec.seen == stamp]
         regs.sort(key=_scan_index)
         return [(rec.key, rec.fd, rec.obj, rec.events) for rec in regs]
