@@ -47,7 +47,19 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
-from . import POLLIN, POLLOUT, POLLPRI, PRIORITY, READ, WRITE, Owner, Record, SourceBase
+from . import (
+    INVALID,
+    POLLIN,
+    POLLOUT,
+    POLLPRI,
+    PRIORITY,
+    READ,
+    WATCHED,
+    WRITE,
+    Owner,
+    Record,
+    SourceBase,
+)
 
 __all__ = ["EpollSource"]
 
@@ -72,6 +84,11 @@ _MASKS: Final = tuple(
 """``_epoll_mask(events, urgent, blocked)`` at ``events | urgent << 4 | blocked << 5``."""
 
 
+_KERNEL_BITS: Final = READ | INVALID
+"""The wanted events that change the kernel's mask of a watched fd that is not blocked."""
+_KERNEL_BITS_URGENT: Final = _KERNEL_BITS | PRIORITY
+
+
 class EpollSource(SourceBase):
     """The records of one event loop, held in one private level-triggered epoll."""
 
@@ -82,6 +99,24 @@ class EpollSource(SourceBase):
         self._stale = False
         self._epoll = select.epoll()
         loop.add_reader(self._epoll.fileno(), self._readable)
+
+    def update(self, rec: Record, events: int) -> None:
+        # The hot case first: a watched fd that is not blocked only turns its wish to write
+        # on or off (writable() follows a buffer): nothing in the kernel changes.
+        old = rec.events
+        if (
+            old >= 0
+            and rec.kind == WATCHED
+            and not rec.blocked
+            and not (events ^ old) & (_KERNEL_BITS_URGENT if rec.urgent else _KERNEL_BITS)
+        ):
+            rec.events = events
+            if events & WRITE:
+                self._writers[rec.fd] = rec
+            else:
+                self._writers.pop(rec.fd, None)
+            return
+        super().update(rec, events)
 
     # -- the kernel side --------------------------------------------------------------------
 
@@ -177,18 +212,22 @@ class EpollSource(SourceBase):
 
     def _collect_writers(self, owner: Owner, ready: dict[int, int]) -> None:
         """One zero-timeout ``poll()`` of ``owner``'s optimistic writers; watch those that would block."""
-        writers = [rec for rec in self._writers.values() if rec.owner is owner]
+        pollster = select.poll()
+        writers = []
+        for rec in self._writers.values():
+            if rec.owner is owner:
+                pollster.register(rec.fd, POLLOUT)
+                writers.append(rec)
         if not writers:
             return
-        pollster = select.poll()
+        writable = pollster.poll(0)
+        for fd, flags in writable:
+            ready[fd] = ready.get(fd, 0) | flags
+        if len(writable) == len(writers):
+            return  # the common case: all of them can write
+        can_write = {fd for fd, _ in writable}
         for rec in writers:
-            pollster.register(rec.fd, POLLOUT)
-        flags = dict(pollster.poll(0))
-        for rec in writers:
-            got = flags.get(rec.fd, 0)
-            if got:
-                ready[rec.fd] = ready.get(rec.fd, 0) | got
-            elif self._records.get(rec.fd) is rec:
+            if rec.fd not in can_write and self._records.get(rec.fd) is rec:
                 rec.blocked = True
                 del self._writers[rec.fd]
                 self._apply(rec)
