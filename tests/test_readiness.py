@@ -120,6 +120,46 @@ def test_blocked_writer_is_watched_until_it_stops_wanting_to_write() -> None:
         server.close()
 
 
+def test_blocked_reader_writer_that_stops_wanting_to_write_waits_its_timeout() -> None:
+    """A blocked writer that still reads and stops wanting to write must drop its write
+    watch: once the peer drains the socket it is writable, and a watch left behind would
+    end every wait at once (a busy loop) although nothing is wanted but input."""
+    m: dict[int, Any] = {}
+    client, server = socketpair()
+    written = helpers.fill(client)
+    writes: list[int] = []
+
+    class Writer(asyncore.dispatcher):
+        wants_to_write = True
+
+        def writable(self) -> bool:
+            return self.wants_to_write
+
+        def handle_read(self) -> None:
+            self.recv(4096)
+
+        def handle_write(self) -> None:
+            writes.append(self.send(b"y"))
+
+    d = Writer(client, map=m)
+    try:
+        asyncore.loop(timeout=0.05, map=m, count=2)
+        assert writes == []
+        assert helpers.watched(client.fileno()) == (d, {"read", "write"})
+        d.wants_to_write = False
+        asyncore.loop(timeout=0, map=m, count=1)
+        assert helpers.watched(client.fileno()) == (d, {"read"})
+        helpers.drain(server, written, map=m)
+        for use_poll in (False, True):
+            start = time.monotonic()
+            asyncore.loop(timeout=0.2, use_poll=use_poll, map=m, count=1)
+            assert time.monotonic() - start >= 0.15, "the cycle did not wait: a stale write watch"
+        assert writes == []
+    finally:
+        d.close()
+        server.close()
+
+
 def test_burst_bound_keeps_coroutines_on_the_engine_loop_responsive() -> None:
     """100 connections always ready: bursts of cycles run without the event loop, but a
     coroutine ticking every millisecond on the same loop is never held up for long."""
