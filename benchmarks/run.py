@@ -58,15 +58,20 @@ class Server:
 
     def start(self) -> None:
         self.restarts += 1
-        stem = self.tmp / f"{self.variant}-{self.handler}-{self.restarts}"
+        safe = self.variant.replace("/", "_").replace("@", "-at-")
+        stem = self.tmp / f"{safe}-{self.handler}-{self.restarts}"
         portfile = Path(f"{stem}.port")
         self.stderr_path = Path(f"{stem}.err")
-        cmd = [sys.executable, str(HERE / "echo_server.py"), self.variant, self.handler]
+        variant, _, tree = self.variant.partition("@")
+        cmd = [sys.executable, str(HERE / "echo_server.py"), variant, self.handler]
         cmd.append(str(portfile))
         if self.cpu is not None:
             cmd += ["--cpu", str(self.cpu)]
+        env = None
+        if tree:  # VARIANT@DIR: the package found in DIR (another checkout) serves
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([tree, os.environ.get("PYTHONPATH", "")])}
         with open(self.stderr_path, "w") as err:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         deadline = time.monotonic() + 20
         while not portfile.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -365,7 +370,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, help="seconds per measurement (default 2)")
     parser.add_argument("--warmup", type=float, help="seconds before each window (default 0.5)")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated; ours-*@DIR runs the package found in DIR (to compare checkouts)",
+    )
     parser.add_argument("--handlers", default=",".join(HANDLERS))
     parser.add_argument("--workloads", help="comma-separated, default w1,w2,w3,w4 (quick: no w3)")
     parser.add_argument("--idle", default="1000", help="W3 idle counts, e.g. 1000,5000,10000")
