@@ -406,6 +406,8 @@ def _reason(ranked: list[ClassStats]) -> str:
             "its own readable()/writable() make every scan of its map a full one "
             f"({top.forced_scan_s:.3f} s in {top.forced_scans} scans)"
         )
+    if not top.cost:
+        return "no handler of any class took measurable time yet"
     everything = sum(stats.handler.total for stats in ranked) or 1.0
     return (
         f"it costs the loop the most: {top.cost:.3f} s, {100 * top.handler.total / everything:.0f} % "
