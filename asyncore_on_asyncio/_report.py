@@ -32,7 +32,7 @@ What the counts mean, per class (``module.qualname``):
 ``predicates`` ``stock`` or ``own`` ``readable()``/``writable()``: objects with their own
                make every scan of their map a full one; the time of those full scans is
                split among the classes with own predicates in the map, by their share
-               of its objects (sampled once a second);
+               of its objects (sampled every 8 forced scans);
 ``handler_s``  time in its event calls (handlers, ``handle_error`` included): total and
                p50/p99/max from a log-scale histogram (8 buckets an octave: ±5 %);
 ``slow``       event calls longer than the threshold.
@@ -84,7 +84,9 @@ WARNING_INTERVAL = 10.0
 KINDS = ("read", "write", "connect", "accept", "close", "expt", "error")
 logger = logging.getLogger("asyncore_on_asyncio")
 
-_SAMPLE_INTERVAL = 1.0
+_SAMPLE_SCANS = 8
+"""The shares of the forced scans are sampled every this many of them: a sampling walks
+the map once, a scan asks every object twice."""
 _clock = time.perf_counter
 
 
@@ -231,19 +233,21 @@ class Collector:
     def scan_of(self, scanner: Scanner) -> Callable[[float], None]:
         """``scanner.scan``, timing the full scans that objects with own predicates force."""
         plain = scanner.scan
+        map = scanner.map
         shares: list[tuple[ClassStats, float]] = []
-        next_sample = 0.0
+        scans = 0
 
         def scan(now: float) -> None:
-            nonlocal shares, next_sample
+            nonlocal shares, scans
             if scanner._incremental:
                 plain(now)
                 return
             start = _clock()
             plain(now)
             end = _clock()
-            if end >= next_sample:
-                shares, next_sample = self._forcing(scanner.map), end + _SAMPLE_INTERVAL
+            if not scans:
+                shares = self._forcing(map)
+            scans = (scans + 1) % _SAMPLE_SCANS
             self._forced_scan(shares, end - start)
 
         return scan
@@ -399,20 +403,24 @@ def _reason(ranked: list[ClassStats]) -> str:
     if top.slow:
         return (
             f"{top.slow} of its handler calls blocked the loop longer than the threshold "
-            f"(longest {top.handler.max * 1000:.0f} ms, in {top.slowest})"
+            f"(longest {_duration(top.handler.max)}, in {top.slowest})"
         )
     if top.forced_scan_s > top.handler.total:
         return (
             "its own readable()/writable() make every scan of its map a full one "
-            f"({top.forced_scan_s:.3f} s in {top.forced_scans} scans)"
+            f"({_duration(top.forced_scan_s)} in {top.forced_scans} scans)"
         )
     if not top.cost:
         return "no handler of any class took measurable time yet"
     everything = sum(stats.handler.total for stats in ranked) or 1.0
     return (
-        f"it costs the loop the most: {top.cost:.3f} s, {100 * top.handler.total / everything:.0f} % "
+        f"it costs the loop the most: {_duration(top.cost)}, {100 * top.handler.total / everything:.0f} % "
         "of all handler time"
     )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 _COLUMNS = (
@@ -428,8 +436,8 @@ _COLUMNS = (
     ("expt", ">"),
     ("error", ">"),
     ("predicates", "<"),
-    ("scan_s", ">"),
-    ("handler_s", ">"),
+    ("scan_ms", ">"),
+    ("handler_ms", ">"),
     ("p50_ms", ">"),
     ("p99_ms", ">"),
     ("max_ms", ">"),
@@ -469,8 +477,8 @@ def _row(entry: dict[str, Any]) -> list[str]:
         *(str(entry[key]) for key in ("instances", "peak", "cycles")),
         *(str(events[kind]) for kind in KINDS),
         "own " + "+".join(own) if own else "stock",
-        f"{entry['forced_scan_s']:.3f}",
-        f"{hist['total']:.3f}",
+        f"{entry['forced_scan_s'] * 1000:.2f}",
+        f"{hist['total'] * 1000:.2f}",
         *(f"{hist[key] * 1000:.2f}" for key in ("p50", "p99", "max")),
         str(entry["slow"]),
     ]
