@@ -218,13 +218,14 @@ class Collector:
     ) -> None:
         """:func:`._dispatch.dispatch_batch` with timed handlers; counts the cycle."""
         local = self._local
+        outer = local.others, local.in_map, local.classes  # a loop() nested in a handler
         local.others = len(batch) - 1
         local.in_map = len(map) - 1
         classes = local.classes = set()
         try:
             dispatch_batch(holder, map, batch, revents, use_poll, self.handlers)
         finally:
-            local.classes = None
+            local.others, local.in_map, local.classes = outer
             with self._lock:
                 self.cycles += 1
                 for stats in classes:
@@ -301,13 +302,13 @@ class Collector:
 
     def _timed(self, obj: Any, method: str, kinds: tuple[str, ...], call: Any, *args: Any) -> None:
         local = self._local
-        local.current = obj
+        outer, local.current = local.current, obj
         start = _clock()
         try:
             call(*args)
         finally:
             elapsed = _clock() - start
-            local.current = None
+            local.current = outer
             self._record(obj, method, kinds, elapsed)
 
     def _record(self, obj: Any, method: str, kinds: tuple[str, ...], elapsed: float) -> None:
@@ -489,7 +490,7 @@ def _row(entry: dict[str, Any]) -> list[str]:
 _collector: Collector | None = None
 _target: str | None = None
 _written = False
-_enable_lock = threading.Lock()
+_enable_lock = threading.RLock()  # SIGTERM's handler may run while its thread holds it
 
 
 def collector() -> Collector | None:
@@ -502,13 +503,14 @@ def enable(file: str | os.PathLike[str] | None = None, *, slow_handler: float | 
     stderr; a name ending in ``.json``: JSON), and warn of handlers slower than
     ``slow_handler`` seconds (``None`` or 0: no warnings).  Called again, it changes
     the file and the threshold and keeps the counts.  Runs already going are measured
-    from their next ``loop()`` call."""
+    from their next ``loop()`` call.  The report is also written on ``SIGTERM`` if its
+    handler is ``SIG_DFL`` when this is first called from the main thread."""
     global _collector, _target
     threshold = slow_handler if slow_handler else None
     if threshold is not None and not threshold > 0:
         raise ValueError(f"slow_handler must be a positive number of seconds or None, not {slow_handler!r}")
     with _enable_lock:
-        _target = None if file is None or os.fspath(file) == "-" else os.fspath(file)
+        _target = None if file is None or os.fspath(file) == "-" else os.path.abspath(file)
         if _collector is not None:
             _collector.slow_handler = threshold
             return

@@ -607,3 +607,41 @@ def test_threads_count_into_one_report(collector: _report.Collector) -> None:
     # Its stock writable() is true: every cycle also had a write event (select(): its own call).
     assert entry["handler_s"]["calls"] == rounds * threads + entry["events"]["write"]
     assert (entry["instances"], entry["cycles"]) == (threads, rounds * threads)
+
+
+class Nester(asyncore.dispatcher):
+    """Runs a nested ``loop()`` over ``inner`` from its handler, then closes itself."""
+
+    def __init__(self, sock: socket.socket, inner: dict[int, Any]) -> None:
+        super().__init__(sock)
+        self.inner = inner
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read(self) -> None:
+        self.recv(100)
+        asyncore.loop(timeout=1, count=1, map=self.inner)
+        self.close()  # after the nested cycle: still its own event, a close
+
+
+def test_nested_loop(collector: _report.Collector) -> None:
+    inner: dict[int, Any] = {}
+    mine, theirs = socketpair()
+    inner_mine, inner_theirs = socketpair()
+    nester = Nester(mine, inner)
+    reader = MapReader(inner_mine, inner)
+    inner_theirs.send(b"x")
+    theirs.send(b"x")
+    try:
+        pump(lambda: nester._fileno is None, False)
+    finally:
+        reader.close()
+        for sock in (theirs, inner_theirs):
+            sock.close()
+    classes = by_class(collector.data())
+    assert classes[name(Nester)]["events"] == {**dict.fromkeys(_report.KINDS, 0), "read": 1, "close": 1}
+    assert classes[name(MapReader)]["events"]["read"] == 1
+    assert classes[name(Nester)]["cycles"] == 1
+    assert classes[name(MapReader)]["cycles"] == 1
+    assert classes[name(Nester)]["handler_s"]["total"] >= classes[name(MapReader)]["handler_s"]["max"]
