@@ -34,7 +34,7 @@ What the counts mean, per class (``module.qualname``):
                split among the classes with own predicates in the map, by their share
                of its objects (sampled every 8 forced scans);
 ``handler_s``  time in its event calls (handlers, ``handle_error`` included): total and
-               p50/p99/max from a log-scale histogram (8 buckets an octave: ±5 %);
+               p50/p99/max from a log-scale histogram (8 buckets an octave: ±6 %);
 ``slow``       event calls longer than the threshold.
 
 The first class is the one to migrate first: slow calls first, then the most loop time
@@ -57,6 +57,7 @@ The first class is the one to migrate first: slow calls first, then the most loo
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import logging
 import math
@@ -91,11 +92,12 @@ _clock = time.perf_counter
 
 
 class Histogram:
-    """Durations in log-scale buckets from 1 µs (8 an octave): memory stays flat."""
+    """Durations in buckets from 1 µs, 8 an octave (within 6 %): memory stays flat."""
 
     FLOOR = 1e-6
+    SCALE = 1e6  # 1 / FLOOR
     PER_OCTAVE = 8
-    BUCKETS = PER_OCTAVE * 32  # up to about an hour
+    BUCKETS = PER_OCTAVE * 32  # up to 2**31 µs, about 36 minutes
 
     __slots__ = ("count", "counts", "max", "total")
 
@@ -106,9 +108,12 @@ class Histogram:
         self.max = 0.0
 
     def add(self, seconds: float) -> None:
-        index = 0
-        if seconds > self.FLOOR:
-            index = min(int(math.log2(seconds / self.FLOOR) * self.PER_OCTAVE) + 1, self.BUCKETS - 1)
+        # frexp: seconds / FLOOR = m * 2**e, 0.5 <= m < 1; the octave is e, m picks one
+        # of PER_OCTAVE equal slices of it (log-spaced within 6 %, without a log()).
+        m, e = math.frexp(seconds * self.SCALE)
+        index = e * self.PER_OCTAVE + int((m - 0.5) * (2 * self.PER_OCTAVE)) if e > 0 else 0
+        if index >= self.BUCKETS:
+            index = self.BUCKETS - 1
         self.counts[index] += 1
         self.count += 1
         self.total += seconds
@@ -124,11 +129,15 @@ class Histogram:
         for index, n in enumerate(self.counts):
             seen += n
             if seen >= rank:
-                if index == 0:
-                    return min(self.FLOOR, self.max)
-                middle = self.FLOOR * 2 ** ((index - 0.5) / self.PER_OCTAVE)
-                return min(middle, self.max)
+                return min(self._middle(index), self.max)
         return self.max
+
+    def _middle(self, index: int) -> float:
+        if index < self.PER_OCTAVE:
+            return self.FLOOR
+        octave, part = divmod(index, self.PER_OCTAVE)
+        # bucket [2**(e-1) * (1 + part/P), 2**(e-1) * (1 + (part+1)/P)) in FLOOR units
+        return self.FLOOR * 2.0 ** (octave - 1) * (1 + (part + 0.5) / self.PER_OCTAVE)
 
 
 class ClassStats:
@@ -142,6 +151,7 @@ class ClassStats:
         self.live: set[int] = set()
         self.peak = 0
         self.cycles = 0
+        self.last_cycle = 0
         self.events = dict.fromkeys(KINDS, 0)
         self.errors: dict[str, int] = {}
         self.forced_scans = 0
@@ -184,10 +194,9 @@ class ClassStats:
 class _PerThread(threading.local):
     current: object = None
     """The object whose event call runs now."""
-    others = 0
-    """How many other objects of this cycle's batch wait for it; ``in_map``: of its map."""
-    in_map = 0
-    classes: set[ClassStats] | None = None
+    cycle: tuple[int, int, int] = (0, 0, 0)
+    """This thread's cycle: its id, how many other objects of its batch wait for a handler,
+    and how many other objects its map has."""
 
 
 class Collector:
@@ -196,7 +205,8 @@ class Collector:
     def __init__(self, slow_handler: float | None) -> None:
         self.slow_handler = slow_handler
         self.started = _clock()
-        self.cycles = 0
+        self._cycle_ids = itertools.count(1)
+        self._last_cycle = 0
         self.unattributed_scan_s = 0.0
         self._stats: dict[type, ClassStats] = {}
         self._lock = threading.RLock()
@@ -218,18 +228,20 @@ class Collector:
     ) -> None:
         """:func:`._dispatch.dispatch_batch` with timed handlers; counts the cycle."""
         local = self._local
-        outer = local.others, local.in_map, local.classes  # a loop() nested in a handler
-        local.others = len(batch) - 1
-        local.in_map = len(map) - 1
-        classes = local.classes = set()
+        outer = local.cycle  # a loop() nested in a handler has a cycle of its own
+        cycle = next(self._cycle_ids)  # atomic: every thread's ids differ
+        if cycle > self._last_cycle:
+            self._last_cycle = cycle
+        local.cycle = (cycle, len(batch) - 1, len(map) - 1)
         try:
             dispatch_batch(holder, map, batch, revents, use_poll, self.handlers)
         finally:
-            local.others, local.in_map, local.classes = outer
-            with self._lock:
-                self.cycles += 1
-                for stats in classes:
-                    stats.cycles += 1
+            local.cycle = outer
+
+    @property
+    def cycles(self) -> int:
+        """Cycles that dispatched something, in every thread."""
+        return self._last_cycle
 
     def scan_of(self, scanner: Scanner) -> Callable[[float], None]:
         """``scanner.scan``, timing the full scans that objects with own predicates force."""
@@ -274,11 +286,16 @@ class Collector:
     # -- timed twins of _handlers' functions -----------------------------------------------
 
     def _read(self, obj: Any) -> None:
-        kinds = ("accept",) if getattr(obj, "accepting", False) else ("read", *_connecting(obj))
+        kinds: tuple[str, ...]
+        if getattr(obj, "accepting", False):
+            kinds = _ACCEPT
+        else:
+            kinds = _READ_CONNECT if _connecting(obj) else _READ
         self._timed(obj, "handle_read_event", kinds, _handlers.read, obj)
 
     def _write(self, obj: Any) -> None:
-        self._timed(obj, "handle_write_event", ("write", *_connecting(obj)), _handlers.write, obj)
+        kinds = _WRITE_CONNECT if _connecting(obj) else _WRITE
+        self._timed(obj, "handle_write_event", kinds, _handlers.write, obj)
 
     def _exception(self, obj: Any) -> None:
         self._timed(obj, "handle_expt_event", ("expt",), _handlers._exception, obj)
@@ -292,8 +309,8 @@ class Collector:
         if flags & POLLOUT:
             kinds.append("write")
             methods.append("handle_write_event")
-        if flags & (POLLIN | POLLOUT) and kinds[0] != "accept":
-            kinds.extend(_connecting(obj))
+        if flags & (POLLIN | POLLOUT) and kinds[0] != "accept" and _connecting(obj):
+            kinds.append("connect")
         if flags & POLLPRI:
             kinds.append("expt")
             methods.append("handle_expt_event")
@@ -312,21 +329,23 @@ class Collector:
             self._record(obj, method, kinds, elapsed)
 
     def _record(self, obj: Any, method: str, kinds: tuple[str, ...], elapsed: float) -> None:
-        stats = self.stats(type(obj))
-        local = self._local
+        stats = self._stats.get(type(obj)) or self.stats(type(obj))
+        cycle = self._local.cycle
+        slow = self.slow_handler is not None and elapsed >= self.slow_handler
         with self._lock:
+            events = stats.events
             for kind in kinds:
-                stats.events[kind] += 1
+                events[kind] += 1
             stats.handler.add(elapsed)
-            if local.classes is not None:
-                local.classes.add(stats)
-            slow = self.slow_handler is not None and elapsed >= self.slow_handler
+            if stats.last_cycle != cycle[0]:
+                stats.last_cycle = cycle[0]
+                stats.cycles += 1
             if slow:
                 stats.slow += 1
                 if elapsed >= stats.handler.max:
                     stats.slowest = method
         if slow:
-            self._warn(stats.name, method, elapsed, local.others, local.in_map)
+            self._warn(stats.name, method, elapsed, cycle[1], cycle[2])
 
     def _warn(self, name: str, method: str, elapsed: float, others: int, in_map: int) -> None:
         """One warning per handler every :data:`WARNING_INTERVAL` seconds; the next one
@@ -395,8 +414,13 @@ class Collector:
             }
 
 
-def _connecting(obj: Any) -> tuple[str, ...]:
-    return ("connect",) if getattr(obj, "connecting", False) and not getattr(obj, "connected", True) else ()
+_READ, _READ_CONNECT, _ACCEPT = ("read",), ("read", "connect"), ("accept",)
+_WRITE, _WRITE_CONNECT = ("write",), ("write", "connect")
+
+
+def _connecting(obj: Any) -> bool:
+    """Will this event complete (or fail) a connect?  As ``handle_*_event`` decide it."""
+    return bool(getattr(obj, "connecting", False)) and not getattr(obj, "connected", True)
 
 
 def _reason(ranked: list[ClassStats]) -> str:
