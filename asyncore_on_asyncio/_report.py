@@ -32,7 +32,8 @@ What the counts mean, per class (``module.qualname``):
 ``predicates`` ``stock`` or ``own`` ``readable()``/``writable()``: objects with their own
                make every scan of their map a full one; the time of those full scans is
                split among the classes with own predicates in the map, by their share
-               of its objects (sampled every 8 forced scans);
+               of its objects (sampled again once the scans took 20 times what a
+               sampling takes);
 ``handler_s``  time in its event calls (handlers, ``handle_error`` included): total and
                p50/p99/max from a log-scale histogram (8 buckets an octave: ±6 %);
 ``slow``       event calls longer than the threshold.
@@ -85,9 +86,10 @@ WARNING_INTERVAL = 10.0
 KINDS = ("read", "write", "connect", "accept", "close", "expt", "error")
 logger = logging.getLogger("asyncore_on_asyncio")
 
-_SAMPLE_SCANS = 8
-"""The shares of the forced scans are sampled every this many of them: a sampling walks
-the map once, a scan asks every object twice."""
+_SAMPLING_BUDGET = 20
+"""The shares of the forced scans are sampled again once the scans since the last
+sampling took this many times what it took (a sampling walks the map once): at most
+5 % more, and often in a small program."""
 _clock = time.perf_counter
 
 
@@ -248,20 +250,22 @@ class Collector:
         plain = scanner.scan
         map = scanner.map
         shares: list[tuple[ClassStats, float]] = []
-        scans = 0
+        scanned, sampling = 0.0, -1.0  # forced-scan time since the last sampling; its cost
 
         def scan(now: float) -> None:
-            nonlocal shares, scans
+            nonlocal shares, scanned, sampling
             if scanner._incremental:
                 plain(now)
                 return
             start = _clock()
             plain(now)
             end = _clock()
-            if not scans:
+            elapsed = end - start
+            if sampling < 0 or scanned >= sampling * _SAMPLING_BUDGET:
                 shares = self._forcing(map)
-            scans = (scans + 1) % _SAMPLE_SCANS
-            self._forced_scan(shares, end - start)
+                scanned, sampling = 0.0, _clock() - end
+            scanned += elapsed
+            self._forced_scan(shares, elapsed)
 
         return scan
 
