@@ -2,8 +2,9 @@
 
 Off by default, and then free: nothing here runs.  :func:`enable` (public as
 ``asyncore_on_asyncio.enable_report``, also reached through the runner's
-``--report`` and ``ASYNCORE_ON_ASYNCIO_REPORT``) sets four hooks, each read once
-where it is cheap:
+``--report`` and ``ASYNCORE_ON_ASYNCIO_REPORT``) sets four hooks, none of them read
+per event while it is off (the first once per ``loop()`` call, the second only on the
+``handle_error`` path, the third in ``add_channel()``/``del_channel()``):
 
 * :data:`._driver.instruments`: runs begun from then on scan and dispatch through
   :meth:`Collector.scan_of` and :meth:`Collector.dispatch`, which call the engine's
@@ -74,16 +75,24 @@ from typing import IO, Any
 from . import _driver, _engine, _handlers
 from ._dispatch import Handlers, dispatch_batch
 from ._handlers import POLLIN, POLLOUT, POLLPRI
+from ._report_text import KINDS, duration, render_text
 from ._scan import Scanner, _known, _stock_readable, _stock_writable
 
-__all__ = ["REPORT_ENV_VAR", "SLOW_HANDLER_ENV_VAR", "Collector", "enable", "enable_from_env"]
+__all__ = [
+    "KINDS",
+    "REPORT_ENV_VAR",
+    "SLOW_HANDLER_ENV_VAR",
+    "Collector",
+    "enable",
+    "enable_from_env",
+    "render_text",
+]
 
 REPORT_ENV_VAR = "ASYNCORE_ON_ASYNCIO_REPORT"
 SLOW_HANDLER_ENV_VAR = "ASYNCORE_ON_ASYNCIO_SLOW_HANDLER"
 DEFAULT_SLOW_HANDLER = 0.1
 WARNING_INTERVAL = 10.0
 """Seconds between two warnings about the same handler (class and method)."""
-KINDS = ("read", "write", "connect", "accept", "close", "expt", "error")
 logger = logging.getLogger("asyncore_on_asyncio")
 
 _SAMPLING_BUDGET = 20
@@ -432,85 +441,20 @@ def _reason(ranked: list[ClassStats]) -> str:
     if top.slow:
         return (
             f"{top.slow} of its handler calls blocked the loop longer than the threshold "
-            f"(longest {_duration(top.handler.max)}, in {top.slowest})"
+            f"(longest {duration(top.handler.max)}, in {top.slowest})"
         )
     if top.forced_scan_s > top.handler.total:
         return (
             "its own readable()/writable() make every scan of its map a full one "
-            f"({_duration(top.forced_scan_s)} in {top.forced_scans} scans)"
+            f"({duration(top.forced_scan_s)} in {top.forced_scans} scans)"
         )
     if not top.cost:
         return "no handler of any class took measurable time yet"
-    everything = sum(stats.handler.total for stats in ranked) or 1.0
+    everything = sum(stats.cost for stats in ranked)
     return (
-        f"it costs the loop the most: {_duration(top.cost)}, {100 * top.handler.total / everything:.0f} % "
-        "of all handler time"
+        f"it costs the loop the most: {duration(top.cost)} (handlers {duration(top.handler.total)}, "
+        f"forced scans {duration(top.forced_scan_s)}), {100 * top.cost / everything:.0f} % of all classes' cost"
     )
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds * 1000:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-_COLUMNS = (
-    ("class", "<"),
-    ("inst", ">"),
-    ("peak", ">"),
-    ("cycles", ">"),
-    ("read", ">"),
-    ("write", ">"),
-    ("conn", ">"),
-    ("accept", ">"),
-    ("close", ">"),
-    ("expt", ">"),
-    ("error", ">"),
-    ("predicates", "<"),
-    ("scan_ms", ">"),
-    ("handler_ms", ">"),
-    ("p50_ms", ">"),
-    ("p99_ms", ">"),
-    ("max_ms", ">"),
-    ("slow", ">"),
-)
-
-
-def render_text(data: dict[str, Any]) -> str:
-    """The report as an aligned table, one line per class, the one to migrate first on top."""
-    threshold = data["slow_handler_s"]
-    head = (
-        f"asyncore_on_asyncio report: {len(data['classes'])} dispatcher class(es), "
-        f"{data['cycles']} cycles with events, {data['elapsed_s']:.1f} s, slow-handler threshold "
-        + ("off" if threshold is None else f"{threshold * 1000:.0f} ms")
-    )
-    if not data["classes"]:
-        return f"{head}\nno dispatcher was created or dispatched.\n"
-    first = data["migrate_first"]
-    rows = [[name for name, _ in _COLUMNS], *(_row(entry) for entry in data["classes"])]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = [head, f"migrate first: {first['class']}: {first['reason']}", ""]
-    for row in rows:
-        cells = [f"{cell:{align}{width}}" for cell, (_, align), width in zip(row, _COLUMNS, widths)]
-        lines.append("  ".join(cells).rstrip())
-    for entry in data["classes"]:
-        if entry["errors"]:
-            kinds = ", ".join(f"{name} x{n}" for name, n in entry["errors"].items())
-            lines.append(f"handle_error in {entry['class']}: {kinds}")
-    return "\n".join(lines) + "\n"
-
-
-def _row(entry: dict[str, Any]) -> list[str]:
-    events, hist, predicates = entry["events"], entry["handler_s"], entry["predicates"]
-    own = [name for name in ("readable", "writable") if predicates[name] == "own"]
-    return [
-        entry["class"],
-        *(str(entry[key]) for key in ("instances", "peak", "cycles")),
-        *(str(events[kind]) for kind in KINDS),
-        "own " + "+".join(own) if own else "stock",
-        f"{entry['forced_scan_s'] * 1000:.2f}",
-        f"{hist['total'] * 1000:.2f}",
-        *(f"{hist[key] * 1000:.2f}" for key in ("p50", "p99", "max")),
-        str(entry["slow"]),
-    ]
 
 
 # -- turning it on, and writing it at exit -------------------------------------------------
