@@ -25,7 +25,7 @@ import pytest
 
 import asyncore_on_asyncio
 from asyncore_on_asyncio import _report, asyncore
-from tests.helpers import listener, socketpair
+from tests.helpers import listener, refused_address, socketpair
 
 THRESHOLD = 0.05
 MODULE = __name__
@@ -103,6 +103,13 @@ class Dialer(asyncore.dispatcher):
         self.connected_at += 1
 
 
+class Refused(asyncore.dispatcher):
+    """Connects to a port nobody listens on: the connect fails in its first event."""
+
+    def writable(self) -> bool:
+        return not self.connected
+
+
 class Writer(asyncore.dispatcher):
     """Sends each queued message on its own write event."""
 
@@ -135,6 +142,10 @@ def scenario(use_poll: bool) -> None:
     dialer.create_socket()
     dialer.connect(address)
     pump(lambda: dialer.connected_at == 1 and len(lst.readers) == 1, use_poll)
+    refused = Refused()
+    refused.create_socket()
+    refused.connect(refused_address())
+    pump(lambda: refused._fileno is None, use_poll)  # handle_error() closed it
     client1 = socket.create_connection(address, timeout=5)
     client2 = socket.create_connection(address, timeout=5)
     pump(lambda: len(lst.readers) == 3, use_poll)
@@ -177,7 +188,7 @@ def test_report_counts_the_scenario(
     data = collector.data()
     check_shape(data)
     classes = by_class(data)
-    assert set(classes) == {name(Listener), name(Reader), name(Dialer), name(Writer)}
+    assert set(classes) == {name(Listener), name(Reader), name(Dialer), name(Writer), name(Refused)}
     events = {key: entry["events"] for key, entry in classes.items()}
     zero = dict.fromkeys(_report.KINDS, 0)
     assert events[name(Listener)] == {**zero, "accept": 3}
@@ -185,6 +196,16 @@ def test_report_counts_the_scenario(
     assert events[name(Reader)] == {**zero, "read": 4, "close": 2, "error": 1}
     assert events[name(Dialer)] == {**zero, "write": 1, "connect": 1}
     assert events[name(Writer)] == {**zero, "write": 2}
+    # The refused connect: an error and a close in its one event, a read with select()
+    # (hang-up and error are readable, and reads go first); poll() reports it in one call.
+    refused = events[name(Refused)]
+    assert {k: refused[k] for k in ("connect", "error", "close", "accept", "expt")} == {
+        "connect": 1, "error": 1, "close": 1, "accept": 0, "expt": 0,
+    }  # fmt: skip
+    if not use_poll:
+        assert (refused["read"], refused["write"]) == (1, 0)
+    assert classes[name(Refused)]["errors"] == {"ConnectionRefusedError": 1}
+    assert classes[name(Refused)]["handler_s"]["calls"] == 1
     reader = classes[name(Reader)]
     assert (reader["instances"], reader["peak"]) == (3, 3)
     assert reader["errors"] == {"ValueError": 1}
@@ -195,9 +216,9 @@ def test_report_counts_the_scenario(
     assert reader["handler_s"]["p50"] < THRESHOLD <= reader["handler_s"]["p99"] <= reader["handler_s"]["max"]
     assert reader["handler_s"]["total"] >= reader["handler_s"]["max"]
     assert classes[name(Listener)]["cycles"] == classes[name(Listener)]["handler_s"]["calls"]
-    for key in (name(Listener), name(Dialer), name(Writer)):
+    for key in (name(Listener), name(Dialer), name(Writer), name(Refused)):
         assert (classes[key]["instances"], classes[key]["peak"]) == (1, 1)
-        assert classes[key]["slow"] == 0 and classes[key]["errors"] == {}
+        assert classes[key]["slow"] == 0
     assert classes[name(Listener)]["predicates"] == {"readable": "stock", "writable": "stock"}
     assert classes[name(Reader)]["predicates"] == {"readable": "stock", "writable": "own"}
     assert classes[name(Dialer)]["predicates"] == {"readable": "own", "writable": "own"}
@@ -222,17 +243,17 @@ def test_text_report(collector: _report.Collector) -> None:
     scenario(False)
     text = _report.render_text(collector.data())
     lines = text.splitlines()
-    assert lines[0].startswith("asyncore_on_asyncio report: 4 dispatcher class(es)")
+    assert lines[0].startswith("asyncore_on_asyncio report: 5 dispatcher class(es)")
     assert lines[1].startswith(f"migrate first: {name(Reader)}: 1 of its handler calls blocked")
     header = lines[3].split()
     assert header[:4] == ["class", "inst", "peak", "cycles"]
-    rows = [line.split() for line in lines[4:8]]
+    rows = [line.split() for line in lines[4:9]]
     assert rows[0][0] == name(Reader)
     assert dict(zip(header, rows[0]))["error"] == "1"
     assert dict(zip(header, rows[0]))["predicates"] == "own"  # "own writable": two words
     # Aligned: every number column ends at the same place on every row.
     ends = {line.index("  cycles") + len("  cycles") for line in lines[3:4]}
-    assert all(len(line) >= min(ends) for line in lines[3:8])
+    assert all(len(line) >= min(ends) for line in lines[3:9])
     assert f"handle_error in {name(Reader)}: ValueError x1" in lines
 
 
@@ -622,23 +643,31 @@ class Nester(asyncore.dispatcher):
     def handle_read(self) -> None:
         self.recv(100)
         asyncore.loop(timeout=1, count=1, map=self.inner)
+        time.sleep(THRESHOLD * 1.5)  # its warning names the outer cycle's waiters
         self.close()  # after the nested cycle: still its own event, a close
 
 
-def test_nested_loop(collector: _report.Collector) -> None:
+def test_nested_loop(collector: _report.Collector, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="asyncore_on_asyncio")
     inner: dict[int, Any] = {}
     mine, theirs = socketpair()
     inner_mine, inner_theirs = socketpair()
+    peer_mine, peer_theirs = socketpair()
     nester = Nester(mine, inner)
+    peer = Reader(peer_mine)  # ready in the same outer cycle
     reader = MapReader(inner_mine, inner)
-    inner_theirs.send(b"x")
-    theirs.send(b"x")
+    for sock in (inner_theirs, peer_theirs, theirs):
+        sock.send(b"x")
     try:
         pump(lambda: nester._fileno is None, False)
     finally:
         reader.close()
-        for sock in (theirs, inner_theirs):
+        peer.close()
+        for sock in (theirs, inner_theirs, peer_theirs):
             sock.close()
+    [warning] = caplog.records
+    assert f"{name(Nester)}.handle_read_event took" in warning.getMessage()
+    assert "1 other ready dispatcher(s) waited (1 other(s) in its map)" in warning.getMessage()
     classes = by_class(collector.data())
     assert classes[name(Nester)]["events"] == {**dict.fromkeys(_report.KINDS, 0), "read": 1, "close": 1}
     assert classes[name(MapReader)]["events"]["read"] == 1
