@@ -99,6 +99,7 @@ class Driver:
         self.scanner = Scanner(self, engine.source, map)
         self._scan: Callable[[float], None] = self.scanner.scan
         self._dispatch_batch: DispatchBatch = dispatch_batch
+        self._measured_by: Instruments | None = None
         self._timeout: float | None = None
         self._use_poll = False
         self._count: int | None = None
@@ -147,10 +148,12 @@ class Driver:
         self._mid_cycle = False
         self.in_cycle = True
         measuring = instruments
-        if measuring is None:
-            self._scan, self._dispatch_batch = self.scanner.scan, dispatch_batch
-        else:
-            self._scan, self._dispatch_batch = measuring.scan_of(self.scanner), measuring.dispatch
+        if measuring is not self._measured_by:  # kept between runs: loop(count=1) is cheap
+            self._measured_by = measuring
+            if measuring is None:
+                self._scan, self._dispatch_batch = self.scanner.scan, dispatch_batch
+            else:
+                self._scan, self._dispatch_batch = measuring.scan_of(self.scanner), measuring.dispatch
 
     def end(self) -> None:
         """The run is over (done, failed, cancelled or interrupted)."""

@@ -34,7 +34,8 @@ What the counts mean, per class (``module.qualname``):
                make every scan of their map a full one; the time of those full scans is
                split among the classes with own predicates in the map, by their share
                of its objects (sampled again once the scans took 20 times what a
-               sampling takes);
+               sampling takes, 4 times if the map's size changed: a class whose
+               objects live only a few cycles may get no share);
 ``handler_s``  time in its event calls (handlers, ``handle_error`` included): total and
                p50/p99/max from a log-scale histogram (8 buckets an octave: ±6 %);
 ``slow``       event calls longer than the threshold.
@@ -96,9 +97,11 @@ WARNING_INTERVAL = 10.0
 logger = logging.getLogger("asyncore_on_asyncio")
 
 _SAMPLING_BUDGET = 20
+_RESIZED_BUDGET = 4
 """The shares of the forced scans are sampled again once the scans since the last
-sampling took this many times what it took (a sampling walks the map once): at most
-5 % more, and often in a small program."""
+sampling took 20 times what it took (a sampling walks the map once), 4 times if the
+map's size changed since: at most 5 % (25 % while the map changes) more, and often in
+a small program."""
 _clock = time.perf_counter
 
 
@@ -260,9 +263,10 @@ class Collector:
         map = scanner.map
         shares: list[tuple[ClassStats, float]] = []
         scanned, sampling = 0.0, -1.0  # forced-scan time since the last sampling; its cost
+        size = -1  # the map's size at the last sampling
 
         def scan(now: float) -> None:
-            nonlocal shares, scanned, sampling
+            nonlocal shares, scanned, sampling, size
             if scanner._incremental:
                 plain(now)
                 return
@@ -270,8 +274,9 @@ class Collector:
             plain(now)
             end = _clock()
             elapsed = end - start
-            if sampling < 0 or scanned >= sampling * _SAMPLING_BUDGET:
-                shares = self._forcing(map)
+            budget = _SAMPLING_BUDGET if len(map) == size else _RESIZED_BUDGET
+            if sampling < 0 or scanned >= sampling * budget:
+                shares, size = self._forcing(map), len(map)
                 scanned, sampling = 0.0, _clock() - end
             scanned += elapsed
             self._forced_scan(shares, elapsed)

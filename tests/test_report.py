@@ -171,8 +171,10 @@ def scenario(use_poll: bool) -> None:
         return bytes(received) == b"onetwo"
 
     pump(got_both, use_poll)
-    for _ in range(3):
-        asyncore.loop(timeout=0.01, count=1, use_poll=use_poll)  # nothing more to do
+    # Nothing more to do; the forced scans' shares are sampled, on a budget: long
+    # enough for the sampling to see the Writer.
+    for _ in range(60):
+        asyncore.loop(timeout=0.001, count=1, use_poll=use_poll)
     writer.close()
     theirs.close()
     client2.close()
@@ -225,7 +227,7 @@ def test_report_counts_the_scenario(
     assert classes[name(Listener)]["forced_scans"] == 0
     assert classes[name(Listener)]["forced_scan_s"] == 0.0
     for key in (name(Reader), name(Dialer), name(Writer)):
-        assert classes[key]["forced_scans"] > 0 and classes[key]["forced_scan_s"] > 0
+        assert classes[key]["forced_scans"] > 0 and classes[key]["forced_scan_s"] > 0, key
     # Reader is the one to migrate first: it blocked the loop.
     assert data["classes"][0]["class"] == name(Reader)
     assert data["migrate_first"]["class"] == name(Reader)
@@ -674,3 +676,37 @@ def test_nested_loop(collector: _report.Collector, caplog: pytest.LogCaptureFixt
     assert classes[name(Nester)]["cycles"] == 1
     assert classes[name(MapReader)]["cycles"] == 1
     assert classes[name(Nester)]["handler_s"]["total"] >= classes[name(MapReader)]["handler_s"]["max"]
+
+
+def test_host_loop_stepping_keeps_the_twins(
+    collector: _report.Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``loop(timeout=0, count=1)`` again and again: the timed scan is made once per map,
+    so its sampling budget holds (a new one per call would walk the map at every call)."""
+    samplings: list[int] = []
+    forcing = _report.Collector._forcing
+
+    def counting(self: _report.Collector, map: dict[Any, Any]) -> Any:
+        samplings.append(len(map))
+        return forcing(self, map)
+
+    monkeypatch.setattr(_report.Collector, "_forcing", counting)
+    made: list[object] = []
+    scan_of = _report.Collector.scan_of
+
+    def recording(self: _report.Collector, scanner: Any) -> Any:
+        made.append(scanner)
+        return scan_of(self, scanner)
+
+    monkeypatch.setattr(_report.Collector, "scan_of", recording)
+    mine, theirs = socketpair()
+    reader = Reader(mine)  # its own writable(): every scan is a forced one
+    try:
+        for _ in range(500):
+            asyncore.loop(timeout=0, count=1)
+    finally:
+        reader.close()
+        theirs.close()
+    assert len(made) == 1
+    assert 1 <= len(samplings) < 100
+    assert by_class(collector.data())[name(Reader)]["forced_scans"] >= 500
