@@ -8,7 +8,9 @@ default loop or uvloop), so they can share it with coroutines: :func:`serve`
 drives a map inside a running loop, :func:`spawn` starts a coroutine from a
 handler, :func:`wakeup` tells a waiting loop that a custom ``writable()``
 changed, and :func:`detach`, :func:`to_streams` and :func:`to_protocol` hand a
-connection over to asyncio.  Importing this package has no side effects.
+connection over to asyncio.  :func:`enable_report` (or the runner's ``--report``)
+reports, when the program ends, which dispatcher classes ran and what they cost the
+loop, and warns of slow handlers.  Importing this package has no side effects.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import warnings
 from types import FunctionType, ModuleType
 
-from . import asynchat, asyncore
+from . import _report, asynchat, asyncore
 from ._engine import close_event_loop, get_event_loop, set_loop_factory
 from ._interop import (
     detach,
@@ -29,6 +31,7 @@ from ._interop import (
     wait_connected,
     wakeup,
 )
+from ._report import enable as enable_report
 
 __version__ = "0.1.0"
 
@@ -38,6 +41,7 @@ __all__ = [
     "asyncore",
     "close_event_loop",
     "detach",
+    "enable_report",
     "get_event_loop",
     "install",
     "serve",
@@ -60,7 +64,11 @@ def install() -> None:
     imported the other copy before keeps it (``smtpd`` imported first would serve
     on the other copy's loop, not ours): install() then warns, naming those modules,
     with a RuntimeWarning.
+
+    With ``ASYNCORE_ON_ASYNCIO_REPORT`` set it also turns the report on
+    (:func:`enable_report`; ``ASYNCORE_ON_ASYNCIO_SLOW_HANDLER`` sets the threshold).
     """
+    _report.enable_from_env()
     replaced = [
         module
         for name, ours in (("asyncore", asyncore), ("asynchat", asynchat))

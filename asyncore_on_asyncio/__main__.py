@@ -1,4 +1,4 @@
-"""``python -m asyncore_on_asyncio [--loop asyncio|uvloop] (SCRIPT | -m MODULE) [ARGS...]``.
+"""``python -m asyncore_on_asyncio [--loop L] [--report[=FILE]] [--slow-handler S] (SCRIPT | -m MODULE) [ARGS...]``.
 
 Runs an unmodified legacy asyncore/asynchat program as ``__main__`` after
 :func:`asyncore_on_asyncio.install`, as ``python SCRIPT`` or ``python -m MODULE``
@@ -13,6 +13,11 @@ would run it: the same ``sys.argv``, ``sys.path[0]`` and exit status.
   ``__init__`` runs that as ``__main__``, as 3.11 ran the module.
 
 ``--loop`` overrides ``ASYNCORE_ON_ASYNCIO_LOOP``; ``--version`` prints the version.
+``--report`` writes the handler report (:mod:`._report`) to stderr when the program
+ends, ``--report=FILE`` to FILE (JSON if it ends in ``.json``; the ``=`` is required,
+so that a script name is never taken for the file); ``--slow-handler SECONDS`` sets
+the slow-handler warning threshold (default 0.1, 0: no warnings).  They override
+``ASYNCORE_ON_ASYNCIO_REPORT`` and ``ASYNCORE_ON_ASYNCIO_SLOW_HANDLER``.
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ import runpy
 import sys
 from typing import NoReturn
 
-from . import __version__, _engine, install
+from . import __version__, _engine, _report, install
 
 PROG = "python -m asyncore_on_asyncio"
+
+
+_WITH_VALUE = ("--loop", "--slow-handler")
 
 
 def _split_module(argv: list[str]) -> tuple[list[str], list[str] | None]:
@@ -41,14 +49,31 @@ def _split_module(argv: list[str]) -> tuple[list[str], list[str] | None]:
             return argv[:index], [token[2:], *argv[index + 1 :]]
         if token == "--" or not token.startswith("-"):
             break
-        index += 2 if token == "--loop" else 1
+        index += 2 if token in _WITH_VALUE else 1
     return argv, None
+
+
+def _bare_report(ours: list[str]) -> list[str]:
+    """``--report`` among our options (not the program's) becomes ``--report=-``."""
+    result = list(ours)
+    index = 0
+    while index < len(result):
+        token = result[index]
+        if token == "--" or not token.startswith("-"):
+            break
+        if token == "--report":
+            result[index] = "--report=-"
+        index += 2 if token in _WITH_VALUE else 1
+    return result
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        usage=f"{PROG} [-h] [--version] [--loop {{asyncio,uvloop}}] (SCRIPT | -m MODULE) [ARGS ...]",
+        usage=(
+            f"{PROG} [-h] [--version] [--loop {{asyncio,uvloop}}] [--report[=FILE]] "
+            "[--slow-handler SECONDS] (SCRIPT | -m MODULE) [ARGS ...]"
+        ),
         description="Run a legacy asyncore/asynchat program on asyncio.",
     )
     parser.add_argument("--version", action="version", version=f"asyncore_on_asyncio {__version__}")
@@ -56,6 +81,19 @@ def _parser() -> argparse.ArgumentParser:
         "--loop",
         choices=("asyncio", "uvloop"),
         help=f"event loop to use (default: ${_engine.LOOP_ENV_VAR} or asyncio)",
+    )
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        help="at exit, write which dispatcher classes ran and what they cost to stderr, "
+        f"or to FILE with --report=FILE (JSON if FILE ends in .json; default: ${_report.REPORT_ENV_VAR})",
+    )
+    parser.add_argument(
+        "--slow-handler",
+        metavar="SECONDS",
+        type=float,
+        help="warn of handlers running longer than this "
+        f"(default: ${_report.SLOW_HANDLER_ENV_VAR} or {_report.DEFAULT_SLOW_HANDLER}; 0: off)",
     )
     parser.add_argument("-m", metavar="MODULE", dest="module", help="run a module, as python -m does")
     parser.add_argument("script", nargs="?", help="path of the program to run")
@@ -104,7 +142,7 @@ def _run_module(name: str, args: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     ours, module = _split_module(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    options = parser.parse_args(ours)
+    options = parser.parse_args(_bare_report(ours))
     if module == []:
         parser.error("argument -m: expected one argument")
     if module is None and options.script is None:
@@ -116,11 +154,27 @@ def main(argv: list[str] | None = None) -> None:
         _engine.factory_from_env()
     except (RuntimeError, ValueError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    try:
+        _start_report(options.report, options.slow_handler)
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     install()
     if module is not None:
         _run_module(module[0], module[1:])
     else:
         _run_script(options.script, options.args)
+
+
+def _start_report(target: str | None, slow_handler: float | None) -> None:
+    """Turn the report on as the options (else the environment) ask."""
+    if target is None:
+        target = os.environ.get(_report.REPORT_ENV_VAR, "").strip() or None
+    if slow_handler is None:
+        slow_handler = _report.slow_handler_from_env()
+    elif slow_handler < 0:
+        raise ValueError(f"--slow-handler {slow_handler}: expected a number of seconds (0: off)")
+    if target is not None:
+        _report.enable(target, slow_handler=slow_handler or None)
 
 
 if __name__ == "__main__":

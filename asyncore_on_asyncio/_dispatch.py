@@ -5,13 +5,17 @@
 flags become select()'s three sets and every read event goes first, then every write
 event, then every priority event.  :func:`run_nested` is 3.11's loop on a private
 ``poll()``, for ``loop()`` called from inside a handler.
+
+The four handler functions are a parameter (:class:`Handlers`, default
+:data:`STOCK`, ``_handlers``' own): the report (:mod:`._report`) passes timed
+twins of them, and the order stays this module's alone.
 """
 
 from __future__ import annotations
 
 import select
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ._handlers import _exception, read, readwrite, write
 from ._readiness import (
@@ -28,7 +32,7 @@ from ._readiness import (
 )
 from ._scan import Batch, BatchEntry, fd_of_key, wanted
 
-__all__ = ["Handling", "dispatch_batch", "run_nested"]
+__all__ = ["STOCK", "DispatchBatch", "Handlers", "Handling", "dispatch_batch", "run_nested"]
 
 
 class Handling(Protocol):
@@ -36,12 +40,31 @@ class Handling(Protocol):
     """The object whose handler runs now (set here, for the caller's notifications)."""
 
 
+class Handlers(NamedTuple):
+    """What a dispatch calls for each kind of event (``_handlers``' contract)."""
+
+    read: Callable[[Any], None]
+    write: Callable[[Any], None]
+    exception: Callable[[Any], None]
+    readwrite: Callable[[Any, int], None]
+
+
+STOCK: Handlers = Handlers(read, write, _exception, readwrite)
+
+DispatchBatch = Callable[[Handling, dict[Any, Any], Batch, dict[int, int], bool], None]
+""":func:`dispatch_batch`'s signature without ``handlers``: what a driver calls each cycle."""
+
 _SELECT_READ = POLLIN | POLLHUP | POLLERR
 _SELECT_WRITE = POLLOUT | POLLERR
 
 
 def dispatch_batch(
-    holder: Handling, map: dict[Any, Any], batch: Batch, revents: dict[int, int], use_poll: bool
+    holder: Handling,
+    map: dict[Any, Any],
+    batch: Batch,
+    revents: dict[int, int],
+    use_poll: bool,
+    handlers: Handlers = STOCK,
 ) -> None:
     """Call the handlers for ``batch`` in 3.11's order; an event goes only to the object it was for.
 
@@ -51,12 +74,18 @@ def dispatch_batch(
     handler runs, ``holder.handling`` names its object.
     """
     if use_poll:
-        _dispatch_poll(holder, map, batch, revents)
+        _dispatch_poll(holder, map, batch, revents, handlers.readwrite)
     else:
-        _dispatch_select(holder, map, batch, revents)
+        _dispatch_select(holder, map, batch, revents, handlers)
 
 
-def _dispatch_poll(holder: Handling, map: dict[Any, Any], batch: Batch, revents: dict[int, int]) -> None:
+def _dispatch_poll(
+    holder: Handling,
+    map: dict[Any, Any],
+    batch: Batch,
+    revents: dict[int, int],
+    readwrite: Callable[[Any, int], None],
+) -> None:
     get = map.get
     flags_of = revents.get
     for key, fd, obj, _ in batch:
@@ -66,11 +95,14 @@ def _dispatch_poll(holder: Handling, map: dict[Any, Any], batch: Batch, revents:
             readwrite(obj, flags)
 
 
-def _dispatch_select(holder: Handling, map: dict[Any, Any], batch: Batch, revents: dict[int, int]) -> None:
+def _dispatch_select(
+    holder: Handling, map: dict[Any, Any], batch: Batch, revents: dict[int, int], handlers: Handlers
+) -> None:
     get = map.get
     if len(batch) == 1:
-        _dispatch_select_one(holder, get, batch[0], revents)
+        _dispatch_select_one(holder, get, batch[0], revents, handlers)
         return
+    read, write, exception, readwrite = handlers
     flags_of = revents.get
     reads = []
     writes = []
@@ -100,7 +132,7 @@ def _dispatch_select(holder: Handling, map: dict[Any, Any], batch: Batch, revent
     for key, obj in exceptional:
         if get(key) is obj:
             holder.handling = obj
-            _exception(obj)
+            exception(obj)
     for key, obj in invalid:
         if get(key) is obj:
             # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
@@ -109,7 +141,11 @@ def _dispatch_select(holder: Handling, map: dict[Any, Any], batch: Batch, revent
 
 
 def _dispatch_select_one(
-    holder: Handling, get: Callable[[Any], Any], entry: BatchEntry, revents: dict[int, int]
+    holder: Handling,
+    get: Callable[[Any], Any],
+    entry: BatchEntry,
+    revents: dict[int, int],
+    handlers: Handlers,
 ) -> None:
     """One object's events, as :func:`_dispatch_select` orders them (the common case)."""
     key, fd, obj, events = entry
@@ -117,24 +153,30 @@ def _dispatch_select_one(
     if flags & POLLNVAL:
         if get(key) is obj:
             holder.handling = obj
-            readwrite(obj, POLLNVAL)
+            handlers.readwrite(obj, POLLNVAL)
         return
     if events & READ and flags & _SELECT_READ and get(key) is obj:
         holder.handling = obj
-        read(obj)
+        handlers.read(obj)
     if events & WRITE and flags & _SELECT_WRITE and get(key) is obj:
         holder.handling = obj
-        write(obj)
+        handlers.write(obj)
     if events & PRIORITY and flags & POLLPRI and get(key) is obj:
         holder.handling = obj
-        _exception(obj)
+        handlers.exception(obj)
 
 
 class _Nested:
     handling: object = None
 
 
-def run_nested(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int | None) -> None:
+def run_nested(
+    map: dict[Any, Any],
+    timeout: float | None,
+    use_poll: bool,
+    count: int | None,
+    dispatch: DispatchBatch = dispatch_batch,
+) -> None:
     """3.11's cycles on a private ``poll()``, for a ``loop()`` called from inside a handler."""
     write_bits = WRITE | (0 if use_poll else PRIORITY)
     holder = _Nested()
@@ -149,6 +191,6 @@ def run_nested(map: dict[Any, Any], timeout: float | None, use_poll: bool, count
         for _, fd, _, events in batch:
             pollster.register(fd, POLL_REQUEST[events])
         revents = dict(pollster.poll(None if timeout is None else int(timeout * 1000)))
-        dispatch_batch(holder, map, batch, revents, use_poll)
+        dispatch(holder, map, batch, revents, use_poll)
         if count is not None:
             count -= 1

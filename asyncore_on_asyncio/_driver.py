@@ -34,6 +34,11 @@ Every exception such a callback meets (a handler's ``ExitNow``/
 
 ``loop()`` called from a handler (a nested loop, legal in 3.11) cannot re-enter the
 running event loop; it runs its cycles on a private ``poll()`` instead.
+
+**Instruments.**  A run chooses, once in :meth:`Driver.begin`, the function that
+scans and the one that dispatches: the scanner's and :func:`._dispatch.dispatch_batch`,
+or the timed twins of :data:`instruments` when the report (:mod:`._report`) is on.
+Off, a cycle does no work for it at all.
 """
 
 from __future__ import annotations
@@ -42,14 +47,14 @@ import asyncio
 import select
 from collections.abc import Callable
 from time import monotonic
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from ._dispatch import dispatch_batch, run_nested
+from ._dispatch import DispatchBatch, dispatch_batch, run_nested
 from ._engine import Engine, engine_for, forget_engine, thread_engine, thread_engine_or_none
 from ._readiness import PRIORITY, WRITE, Record
 from ._scan import Scanner
 
-__all__ = ["BURST_SECONDS", "STEP_INTERVAL", "run", "serve"]
+__all__ = ["BURST_SECONDS", "STEP_INTERVAL", "Instruments", "instruments", "run", "serve"]
 
 BURST_SECONDS: Final = 0.001
 """A burst of cycles run without an event-loop iteration ends after this many seconds."""
@@ -60,6 +65,21 @@ _HAS_POLL = hasattr(select, "poll")
 _set_running_loop = asyncio._set_running_loop
 _TIMER_SLACK = 0.0005
 """A deadline timer firing this early (seconds) counts as due."""
+
+
+
+class Instruments(Protocol):
+    """What measures the cycles (the report): twins of the scan and the dispatch."""
+
+    def dispatch(
+        self, holder: Any, map: dict[Any, Any], batch: Any, revents: dict[int, int], use_poll: bool
+    ) -> None: ...
+
+    def scan_of(self, scanner: Scanner) -> Callable[[float], None]: ...
+
+
+instruments: Instruments | None = None
+"""Set by :func:`._report.enable` (runs begun later use it); ``None``: nothing measures."""
 
 _DONE: Final = 0
 _WAIT: Final = 1
@@ -79,6 +99,9 @@ class Driver:
         self.handling: object = None
         """The object whose handler runs now: its own changes need no notification."""
         self.scanner = Scanner(self, engine.source, map)
+        self._scan: Callable[[float], None] = self.scanner.scan
+        self._dispatch_batch: DispatchBatch = dispatch_batch
+        self._measured_by: Instruments | None = None
         self._timeout: float | None = None
         self._use_poll = False
         self._count: int | None = None
@@ -127,6 +150,13 @@ class Driver:
         self._use_poll = use_poll
         self._mid_cycle = False
         self.in_cycle = True
+        measuring = instruments
+        if measuring is not self._measured_by:  # kept between runs: loop(count=1) is cheap
+            self._measured_by = measuring
+            if measuring is None:
+                self._scan, self._dispatch_batch = self.scanner.scan, dispatch_batch
+            else:
+                self._scan, self._dispatch_batch = measuring.scan_of(self.scanner), measuring.dispatch
 
     def end(self) -> None:
         """The run is over (done, failed, cancelled or interrupted)."""
@@ -145,6 +175,7 @@ class Driver:
         """Run cycles here until the run is done, one has to wait, or a burst is over."""
         time = monotonic
         scanner = self.scanner
+        scan = self._scan
         source = self.engine.source
         engine = self.engine
         burst_end = time() + BURST_SECONDS
@@ -155,12 +186,12 @@ class Driver:
                 return _DONE
             if not self._mid_cycle:
                 now = time()
-                scanner.scan(now)
+                scan(now)
                 self._deadline = None if self._timeout is None else now + self._timeout
                 self._mid_cycle = True
             elif self._rescan:
                 self._rescan = False
-                scanner.scan(time())
+                scan(time())
             ready = source.collect(self)
             if not ready:
                 deadline = self._deadline
@@ -186,7 +217,7 @@ class Driver:
             return
         self.dispatching = True
         try:
-            dispatch_batch(self, self.map, batch, ready, self._use_poll)
+            self._dispatch_batch(self, self.map, batch, ready, self._use_poll)
         finally:
             self.dispatching = False
             self.handling = None
@@ -287,7 +318,7 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
     running = asyncio._get_running_loop()
     if running is not None:
         if _inside_a_handler(running):
-            run_nested(map, timeout, use_poll, count)
+            run_nested(map, timeout, use_poll, count, dispatch_batch if instruments is None else instruments.dispatch)
             return
         raise RuntimeError(
             "asyncore.loop()/poll() cannot block inside a running asyncio event loop; "

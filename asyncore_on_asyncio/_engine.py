@@ -312,6 +312,10 @@ def current_engine() -> Engine:
 
 # -- notifications from the asyncore API --------------------------------------------------
 
+channel_hook: Callable[[Any, bool], None] | None = None
+"""``None`` unless the report (:mod:`._report`) is on: told ``(dispatcher, True)`` by every
+``add_channel()`` and ``(dispatcher, False)`` by every ``del_channel()``."""
+
 
 def map_changed(map: dict[Any, Any], key: Any = None, obj: object = None, closing: bool = False) -> None:
     """The entry ``key`` of ``map`` (``None``: any) changed; ``closing``: ``obj`` leaves it.

@@ -6,11 +6,15 @@ for every event it dispatches.  A handler's exception goes to the object's
 ``handle_error()`` while the exception is still being handled (so a bare ``raise``
 inside ``handle_error`` re-raises it); the exceptions in :data:`RERAISED` and
 anything ``handle_error`` itself raises propagate.
+
+:data:`error_hook`, ``None`` unless the report (:mod:`._report`) is on, is called
+with the object just before its ``handle_error()``, the exception still set.
 """
 
 from __future__ import annotations
 
 import select
+from collections.abc import Callable
 from typing import Any
 
 from ._errors import DISCONNECTED, RERAISED
@@ -39,6 +43,9 @@ POLLNVAL: int = getattr(select, "POLLNVAL", 0x020)
 POLL_CLOSE: int = POLLERR | POLLHUP | POLLNVAL
 """Poll flags that make ``readwrite`` call ``handle_close()``."""
 
+error_hook: Callable[[Any], None] | None = None
+"""Told of every ``handle_error()`` these functions are about to call (only on that path)."""
+
 
 def read(obj: Any) -> None:
     """Call ``obj.handle_read_event()``; a failure goes to ``obj.handle_error()``."""
@@ -47,6 +54,8 @@ def read(obj: Any) -> None:
     except RERAISED:
         raise
     except BaseException:
+        if error_hook is not None:
+            error_hook(obj)
         obj.handle_error()
 
 
@@ -57,6 +66,8 @@ def write(obj: Any) -> None:
     except RERAISED:
         raise
     except BaseException:
+        if error_hook is not None:
+            error_hook(obj)
         obj.handle_error()
 
 
@@ -67,6 +78,8 @@ def _exception(obj: Any) -> None:
     except RERAISED:
         raise
     except BaseException:
+        if error_hook is not None:
+            error_hook(obj)
         obj.handle_error()
 
 
@@ -89,8 +102,12 @@ def readwrite(obj: Any, flags: int) -> None:
         if exc.errno in DISCONNECTED:
             obj.handle_close()
         else:
+            if error_hook is not None:
+                error_hook(obj)
             obj.handle_error()
     except RERAISED:
         raise
     except BaseException:
+        if error_hook is not None:
+            error_hook(obj)
         obj.handle_error()

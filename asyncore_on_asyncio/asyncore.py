@@ -198,6 +198,8 @@ class dispatcher:
             map = self._map
         map[self._fileno] = self  # type: ignore[index]  # None if no socket is set: as 3.11
         _engine.map_changed(map, self._fileno)
+        if _engine.channel_hook is not None:
+            _engine.channel_hook(self, True)
 
     def del_channel(self, map: _Map | None = None) -> None:
         fd = self._fileno
@@ -209,6 +211,8 @@ class dispatcher:
         _engine.map_changed(map, fd, self, closing=True)
         self._fileno = None
         _interop.dispatcher_removed(self)
+        if _engine.channel_hook is not None:
+            _engine.channel_hook(self, False)
 
     def create_socket(self, family: int = _AF_INET, type: int = _SOCK_STREAM) -> None:
         self.family_and_type = family, type

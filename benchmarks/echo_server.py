@@ -114,6 +114,9 @@ def _serve_asyncore(variant: str, handler: str, portfile: str) -> None:
         import asyncore_on_asyncio
         from asyncore_on_asyncio import asynchat, asyncore
 
+        # Reads ASYNCORE_ON_ASYNCIO_REPORT (run.py's "+report" variants), where install() does.
+        asyncore_on_asyncio.install()
+
         if variant.startswith("ours-uvloop"):
             import uvloop
 

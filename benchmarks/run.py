@@ -8,6 +8,12 @@ It prints one table per workload and handler with the medians over the rounds an
 ratios to ``pyasyncore-select`` (a) and to ``native-uvloop`` (f), writes
 ``benchmarks/results.json`` and, if matplotlib is importable, ``benchmarks/ratios.png``.
 
+A variant name may carry suffixes, to compare trees of ours in one run: ``@NAME`` runs it
+on the package of another checkout (``--tree NAME=DIR``: DIR goes first on the server's
+``PYTHONPATH``), ``+report`` with the handler report on (``ASYNCORE_ON_ASYNCIO_REPORT``
+set to ``/dev/null``), e.g. ``--tree base=../baseline --variants
+pyasyncore-select,ours-uvloop@base,ours-uvloop,ours-uvloop+report``.
+
 Throughput is only meaningful while the load generator is not the bottleneck; its CPU
 use is reported next to every number, and so is the server's CPU time per operation,
 which stays comparable when throughput is not (a busy machine, a saturated client).
@@ -37,6 +43,25 @@ from echo_server import HANDLERS, VARIANTS  # noqa: E402
 BASE = "pyasyncore-select"
 POLL = "pyasyncore-poll"
 NATIVE = "native-uvloop"
+TREES: dict[str, str] = {}
+"""``--tree NAME=DIR``: the checkouts that ``VARIANT@NAME`` runs on."""
+
+
+def _launch(variant: str) -> tuple[str, dict[str, str]]:
+    """The echo_server variant behind a variant name with suffixes, and its environment."""
+    env = {k: v for k, v in os.environ.items() if k != "ASYNCORE_ON_ASYNCIO_REPORT"}
+    base, _, tree = variant.partition("@")
+    if base.endswith("+report"):
+        base = base.removesuffix("+report")
+        env["ASYNCORE_ON_ASYNCIO_REPORT"] = os.devnull
+    elif tree.endswith("+report"):
+        tree = tree.removesuffix("+report")
+        env["ASYNCORE_ON_ASYNCIO_REPORT"] = os.devnull
+    if tree:
+        env["PYTHONPATH"] = os.pathsep.join([TREES[tree], *filter(None, [env.get("PYTHONPATH")])])
+    return base, env
+
+
 LABELS = {
     "w1": "W1 ping-pong (round trips/s)",
     "w2": "W2 bulk (MiB/s)",
@@ -58,18 +83,14 @@ class Server:
 
     def start(self) -> None:
         self.restarts += 1
-        safe = self.variant.replace("/", "_").replace("@", "-at-")
-        stem = self.tmp / f"{safe}-{self.handler}-{self.restarts}"
+        stem = self.tmp / f"{self.variant}-{self.handler}-{self.restarts}"
         portfile = Path(f"{stem}.port")
         self.stderr_path = Path(f"{stem}.err")
-        variant, _, tree = self.variant.partition("@")
+        variant, env = _launch(self.variant)
         cmd = [sys.executable, str(HERE / "echo_server.py"), variant, self.handler]
         cmd.append(str(portfile))
         if self.cpu is not None:
             cmd += ["--cpu", str(self.cpu)]
-        env = None
-        if tree:  # VARIANT@DIR: the package found in DIR (another checkout) serves
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([tree, os.environ.get("PYTHONPATH", "")])}
         with open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         deadline = time.monotonic() + 20
@@ -370,15 +391,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, help="seconds per measurement (default 2)")
     parser.add_argument("--warmup", type=float, help="seconds before each window (default 0.5)")
-    parser.add_argument(
-        "--variants",
-        default=",".join(VARIANTS),
-        help="comma-separated; ours-*@DIR runs the package found in DIR (to compare checkouts)",
-    )
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--handlers", default=",".join(HANDLERS))
     parser.add_argument("--workloads", help="comma-separated, default w1,w2,w3,w4 (quick: no w3)")
     parser.add_argument("--idle", default="1000", help="W3 idle counts, e.g. 1000,5000,10000")
     parser.add_argument("--w3-handlers", default="plain", help="handlers W3 runs on")
+    parser.add_argument(
+        "--tree", action="append", default=[], metavar="NAME=DIR", help="a checkout for VARIANT@NAME"
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--output", default=str(HERE / "results.json"))
     parser.add_argument("--chart", default=str(HERE / "ratios.png"))
@@ -393,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     args.duration = args.duration or (0.4 if args.quick else 2.0)
     args.warmup = args.warmup if args.warmup is not None else (0.15 if args.quick else 0.5)
     args.variants = args.variants.split(",")
+    TREES.update(tree.split("=", 1) for tree in args.tree)
     args.handlers = args.handlers.split(",")
     args.w3_handlers = args.w3_handlers.split(",")
     default_workloads = "w1,w2,w4" if args.quick else "w1,w2,w4,w3"
