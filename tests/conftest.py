@@ -278,6 +278,10 @@ def _loop_free_misuse(item: pytest.Item) -> str | None:
     """Why ``item`` cannot be loop-free, or None."""
     if pytest_asyncio.is_async_test(item):
         return "it is an async test: pytest-asyncio runs it on an event loop of each kind"
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "loop_kind" in callspec.params:
+        # pytest.param(..., marks=...): the loop kinds were given before that mark applied.
+        return "the marker is on a parameter set: mark the test function, its class or module"
     # The test's own arguments, and what each fixture it uses asks for (pytest keeps
     # both in the item's fixture info; without it only the guard below applies).
     info = getattr(item, "_fixtureinfo", None)

@@ -153,6 +153,11 @@ async def test_async():
     pass
 
 
+@pytest.mark.parametrize("n", [pytest.param(1, marks=pytest.mark.loop_free)])
+def test_with_a_loop_free_parameter(n):
+    pass
+
+
 def test_zz_unmarked_tests_make_loops_again(loop_kind):
     """After all of the above, nothing is left patched."""
     while HELD:
@@ -282,6 +287,8 @@ def test_the_inner_session_ran_every_scenario(inner: dict[str, Outcome]) -> None
         "test_scenarios::test_fixture_asks_for_loop_kind",
         "test_scenarios::test_async[asyncio]",
         "test_scenarios::test_async[uvloop]",
+        "test_scenarios::test_with_a_loop_free_parameter[asyncio-1]",
+        "test_scenarios::test_with_a_loop_free_parameter[uvloop-1]",
         "test_scenarios::test_zz_unmarked_tests_make_loops_again[asyncio]",
         "test_scenarios::test_zz_unmarked_tests_make_loops_again[uvloop]",
         "test_module_marked::test_one",
@@ -322,6 +329,8 @@ def test_a_loop_free_test_keeps_the_other_guards(inner: dict[str, Outcome]) -> N
         ("test_fixture_asks_for_loop_kind", "fixture 'kind_dependent' asks for loop_kind"),
         ("test_async[asyncio]", "it is an async test"),
         ("test_async[uvloop]", "it is an async test"),
+        ("test_with_a_loop_free_parameter[asyncio-1]", "the marker is on a parameter set"),
+        ("test_with_a_loop_free_parameter[uvloop-1]", "the marker is on a parameter set"),
     ],
 )
 def test_a_test_that_needs_a_loop_kind_cannot_be_loop_free(
