@@ -1,8 +1,10 @@
-"""Suite-wide fixtures: every test runs once per event-loop kind, and is checked for
-lost loop exceptions, leftover dispatchers and leaked file descriptors.
+"""Suite-wide fixtures: every test that touches an event loop runs once per event-loop
+kind, and every test is checked for lost loop exceptions, leftover dispatchers and leaked
+file descriptors.
 
 Loop kinds
-    Every test is collected twice, with ids ``[asyncio]`` and ``[uvloop]``.
+    Every test is collected twice, with ids ``[asyncio]`` and ``[uvloop]``, unless it is
+    marked ``loop_free`` (below).
     * Plain tests are parametrised through the autouse fixture ``loop_kind``
       (``pytest_generate_tests`` below does the parametrising, so that async tests are
       not parametrised a second time).
@@ -13,6 +15,20 @@ Loop kinds
     In both cases ``asyncore_on_asyncio.set_loop_factory`` gets that kind's factory, so
     any loop the engine makes for the test is of that kind too.
 
+Loop-free tests
+    A test that never makes or runs an event loop (API surface, packaging, argument
+    parsing...) is marked ``@pytest.mark.loop_free`` (or its class, or its module through
+    ``pytestmark``) and collected once, without a loop-kind id; the guards below still
+    apply. The marker is checked, not trusted: while such a test runs, the engine's loop
+    factory, ``asyncio.new_event_loop``, ``uvloop.new_event_loop`` and the constructors
+    of both kinds of loop (``asyncio.BaseEventLoop``, ``uvloop.Loop``) raise
+    ``LoopFreeViolation``, and any attempt, even one the test swallowed or made in
+    another thread, fails the test at teardown: "marked loop_free but made an event
+    loop; remove the marker". A loop-free test may not ask for ``loop_kind`` (itself or
+    through a fixture), and an async test cannot be loop-free. A test whose subprocess
+    runs on the loop kind under test (``--loop``, ``ASYNCORE_ON_ASYNCIO_LOOP``) is not
+    loop-free: it takes ``loop_kind``; one whose subprocess ignores the kind is.
+
 Every loop made by those factories runs in debug mode and has a recording exception
 handler; a test fails if anything reached it (asyncio logs and swallows exceptions
 raised in reader/writer callbacks, so without this a bug would pass silently). A test
@@ -20,7 +36,8 @@ that provokes handler calls on purpose takes the ``loop_exceptions`` fixture, ch
 the list, and clears it.
 
 Teardown order (reverse of setup): ``close_event_loop()`` and ``set_loop_factory(None)``
--> socket map empty? -> no new fds? -> no handler calls? The fd check is exact per test,
+(for a loop-free test: the patches undone, then "made no loop?") -> socket map empty? ->
+no new fds? -> no handler calls? The fd check is exact per test,
 so a fixture must not keep an fd open across tests (async loops are function-scoped:
 ``asyncio_default_*_loop_scope = "function"`` in pyproject.toml).
 """
@@ -28,14 +45,16 @@ so a fixture must not keep an fd open across tests (async loops are function-sco
 from __future__ import annotations
 
 import asyncio
+import asyncio.base_events
 import contextlib
 import gc
 import inspect
 import os
 import sys
+import threading
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -78,6 +97,9 @@ LOOP_FACTORIES: Mapping[str, LoopFactory] = {
 
 # --------------------------------------------------------------------------- parametrising
 
+LOOP_FREE = "loop_free"  # the marker (registered in pyproject.toml)
+NO_LOOP_KIND = "none"  # what loop_kind is for a loop-free test (which may not ask for it)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # libuv opens a process-wide signal pipe with its first loop and keeps it open; open
@@ -103,8 +125,11 @@ def _parametrised_by_pytest_asyncio(metafunc: pytest.Metafunc) -> bool:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "loop_kind" in metafunc.fixturenames and not _parametrised_by_pytest_asyncio(metafunc):
-        metafunc.parametrize("loop_kind", LOOP_KINDS, indirect=True)
+    if "loop_kind" not in metafunc.fixturenames or _parametrised_by_pytest_asyncio(metafunc):
+        return
+    if metafunc.definition.get_closest_marker(LOOP_FREE) is not None:
+        return  # collected once; loop_kind() forbids event loops while it runs
+    metafunc.parametrize("loop_kind", LOOP_KINDS, indirect=True)
 
 
 def _kind_of_async_test(request: pytest.FixtureRequest) -> str:
@@ -201,7 +226,16 @@ def _leak_guard(loop_exceptions: list[dict[str, Any]]) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def loop_kind(request: pytest.FixtureRequest, _leak_guard: None) -> Iterator[str]:
-    """``"asyncio"`` or ``"uvloop"``: the kind of event loop this test runs on."""
+    """``"asyncio"`` or ``"uvloop"``: the kind of event loop this test runs on.
+
+    For a test marked ``loop_free``: no kind (``NO_LOOP_KIND``), and no event loop may
+    be made until it ends."""
+    if request.node.get_closest_marker(LOOP_FREE) is not None:
+        misuse = _loop_free_misuse(request.node)
+        if misuse:
+            pytest.fail(f"{request.node.nodeid} is marked loop_free, but {misuse}", pytrace=False)
+        yield from _forbid_event_loops(request.node)
+        return
     if pytest_asyncio.is_async_test(request.node):
         if hasattr(request, "param"):
             raise pytest.UsageError("async test parametrised twice by loop kind")
@@ -216,3 +250,113 @@ def loop_kind(request: pytest.FixtureRequest, _leak_guard: None) -> Iterator[str
             asyncore_on_asyncio.close_event_loop()
         finally:
             asyncore_on_asyncio.set_loop_factory(None)
+
+
+# --------------------------------------------------------------------------- loop-free tests
+
+
+class LoopFreeViolation(RuntimeError):
+    """Raised where a test marked loop_free makes an event loop."""
+
+
+# Set when a violation was already reported by the setup or call phase (the exception
+# reached pytest), so that teardown does not report it a second time.
+_violation_reported = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(LoopFreeViolation):
+        item.stash[_violation_reported] = True
+    return report
+
+
+def _loop_free_misuse(item: pytest.Item) -> str | None:
+    """Why ``item`` cannot be loop-free, or None."""
+    if pytest_asyncio.is_async_test(item):
+        return "it is an async test: pytest-asyncio runs it on an event loop of each kind"
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "loop_kind" in callspec.params:
+        # pytest.param(..., marks=...): the loop kinds were given before that mark applied.
+        return "the marker is on a parameter set: mark the test function, its class or module"
+    # The test's own arguments, and what each fixture it uses asks for (pytest keeps
+    # both in the item's fixture info; without it only the guard below applies).
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    askers = ["the test"] if "loop_kind" in info.argnames else []
+    for name, defs in info.name2fixturedefs.items():
+        if name != "loop_kind" and defs and "loop_kind" in defs[-1].argnames:
+            askers.append(f"fixture {name!r}")
+    if askers:
+        return (
+            f"{' and '.join(askers)} asks for loop_kind: a test that depends on the loop "
+            "kind (a subprocess given --loop or ASYNCORE_ON_ASYNCIO_LOOP, say) runs on both "
+            "kinds; remove the marker"
+        )
+    return None
+
+
+def _forbid_event_loops(item: pytest.Item) -> Iterator[str]:
+    """The body of ``loop_kind`` for a loop-free test: every way to make an event loop
+    raises LoopFreeViolation and is recorded, and teardown fails the test if one was
+    tried (whether or not the test let the exception through)."""
+    attempts: list[str] = []
+    lock = threading.Lock()
+
+    def violation(how: str) -> LoopFreeViolation:
+        where = "".join(traceback.format_stack(limit=8)[:-2])
+        thread = threading.current_thread().name
+        with lock:
+            attempts.append(f"{how} (in thread {thread}), called from:\n{where}")
+        return LoopFreeViolation(
+            f"{item.nodeid} is marked loop_free but made an event loop ({how}); remove the marker"
+        )
+
+    def forbidden(how: str) -> LoopFactory:
+        def refuse() -> asyncio.AbstractEventLoop:
+            raise violation(how)
+
+        refuse.__name__ = refuse.__qualname__ = "loop_free_refuses_event_loops"
+        return refuse
+
+    base_init = asyncio.base_events.BaseEventLoop.__init__
+    uvloop_init = uvloop.Loop.__init__
+
+    def refuse_asyncio_loop(self: asyncio.base_events.BaseEventLoop) -> None:
+        base_init(self)
+        # Closed before it is abandoned, so that its __del__ warns about nothing; the
+        # selector subclass never gets to make its selector and self-pipe.
+        asyncio.base_events.BaseEventLoop.close(self)
+        raise violation(f"{type(self).__name__}()")
+
+    def refuse_uvloop_loop(self: uvloop.Loop) -> None:
+        uvloop_init(self)
+        self.close()
+        raise violation("uvloop.Loop()")
+
+    asyncore_on_asyncio.set_loop_factory(forbidden("asyncore_on_asyncio's loop factory"))
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            refuse_new_asyncio_loop = forbidden("asyncio.new_event_loop()")
+            # asyncio.Runner (asyncio.run) calls it as asyncio.events.new_event_loop.
+            patch.setattr(asyncio, "new_event_loop", refuse_new_asyncio_loop)
+            patch.setattr(asyncio.events, "new_event_loop", refuse_new_asyncio_loop)
+            patch.setattr(uvloop, "new_event_loop", forbidden("uvloop.new_event_loop()"))
+            patch.setattr(asyncio.base_events.BaseEventLoop, "__init__", refuse_asyncio_loop)
+            patch.setattr(uvloop.Loop, "__init__", refuse_uvloop_loop)
+            yield NO_LOOP_KIND
+    finally:
+        try:
+            asyncore_on_asyncio.close_event_loop()
+        finally:
+            asyncore_on_asyncio.set_loop_factory(None)
+    if attempts and not item.stash.get(_violation_reported, False):
+        pytest.fail(
+            f"{item.nodeid} is marked loop_free but made an event loop; remove the marker\n\n"
+            + "\n".join(attempts),
+            pytrace=False,
+        )

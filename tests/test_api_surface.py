@@ -37,6 +37,9 @@ import pytest
 import asyncore_on_asyncio
 from asyncore_on_asyncio import asynchat, asyncore
 
+# Introspection only (the subprocess makes no event loop either).
+pytestmark = pytest.mark.loop_free
+
 
 @dataclass(frozen=True)
 class ClassSpec:

@@ -159,6 +159,7 @@ def cuts(data: bytes, positions: Iterable[int]) -> list[bytes]:
 STREAM = b"HELO x\r\n\r\nMAIL a\r\nDATA\r\nline\r.\r\n.\r\n\r\r\nQUIT\r\n"
 
 
+@pytest.mark.loop_free
 @pytest.mark.parametrize("terminator", [b"\n", b"\r\n", b"\r\n.\r\n"])
 def test_string_terminator_split_at_every_boundary(terminator: bytes) -> None:
     *expected, tail = STREAM.split(terminator)
@@ -171,6 +172,7 @@ def test_string_terminator_split_at_every_boundary(terminator: bytes) -> None:
         assert found_messages(trace) == expected
 
 
+@pytest.mark.loop_free
 @pytest.mark.parametrize("terminator", [b"\r\n", b"\r\n.\r\n", b"abab"])
 def test_string_terminator_split_at_every_pair_of_boundaries(terminator: bytes) -> None:
     stream = b"ab" + terminator + b"aba" + terminator + terminator + b"x" + terminator[:-1]
@@ -181,6 +183,7 @@ def test_string_terminator_split_at_every_pair_of_boundaries(terminator: bytes) 
             assert found_messages(trace) == expected
 
 
+@pytest.mark.loop_free
 def test_partial_terminator_stays_in_ac_in_buffer() -> None:
     trace = same_reads([b"hello\r\n.\r", b"\nworld\r\n.\r\n"], b"\r\n.\r\n")
     assert trace[:4] == [
@@ -192,11 +195,13 @@ def test_partial_terminator_stays_in_ac_in_buffer() -> None:
     assert found_messages(trace) == [b"hello", b"world"]
 
 
+@pytest.mark.loop_free
 def test_empty_data_before_terminator_is_not_collected() -> None:
     trace = same_reads([b"\r\n\r\nx\r\n"], b"\r\n")
     assert [entry[0] for entry in trace] == ["recv", "found", "found", "collect", "found", "after"]
 
 
+@pytest.mark.loop_free
 @pytest.mark.parametrize("n", [1, 3, 5, 11, 12, 13])
 def test_int_terminator(n: int) -> None:
     data = b"0123456789ab"
@@ -212,6 +217,7 @@ def test_int_terminator(n: int) -> None:
             assert trace[-1][2] == n - len(data)
 
 
+@pytest.mark.loop_free
 def test_int_terminator_larger_than_ac_in_buffer_size() -> None:
     def small(chat: Any) -> None:
         chat.ac_in_buffer_size = 4
@@ -224,6 +230,7 @@ def test_int_terminator_larger_than_ac_in_buffer_size() -> None:
     assert [entry[2] for entry in trace if entry[0] == "after"][:3] == [21, 17, 13]
 
 
+@pytest.mark.loop_free
 @pytest.mark.parametrize("terminator", [0, None, b""])
 def test_false_terminator_collects_everything(terminator: object) -> None:
     trace = same_reads([b"ab\r\n", b"", b"\r\ncd"], terminator)
@@ -231,6 +238,7 @@ def test_false_terminator_collects_everything(terminator: object) -> None:
     assert trace[-1][3] == [b"ab\r\n", b"\r\ncd"]
 
 
+@pytest.mark.loop_free
 def test_negative_int_terminator_is_rejected(frozen: ModuleType) -> None:
     for module in (asynchat, frozen):
         chat = reader_class(module)([])
@@ -238,11 +246,13 @@ def test_negative_int_terminator_is_rejected(frozen: ModuleType) -> None:
             chat.set_terminator(-1)
 
 
+@pytest.mark.loop_free
 def test_str_terminator_without_use_encoding_fails_like_311() -> None:
     trace = same_reads([b"a\r\n"], "\r\n")
     assert ("raised", "TypeError") in trace
 
 
+@pytest.mark.loop_free
 def test_missing_terminator_fails_like_311(frozen: ModuleType) -> None:
     for module in (asynchat, frozen):
         chat = reader_class(module)([b"x"])
@@ -265,6 +275,7 @@ def http_like(chat: Any, event: str, index: int) -> None:
 HTTP_STREAM = b"len:5\r\n\r\nhelloLEN:0\r\n\r\nlen:3\r\n\r\n\r\n\r"
 
 
+@pytest.mark.loop_free
 def test_terminator_changed_inside_found_terminator() -> None:
     for observe in (False, True):
         for i in range(len(HTTP_STREAM) + 1):
@@ -272,6 +283,7 @@ def test_terminator_changed_inside_found_terminator() -> None:
             assert found_messages(trace) == [b"len:5", b"hello", b"LEN:0", b"len:3", b"\r\n\r"]
 
 
+@pytest.mark.loop_free
 def test_discard_buffers_inside_found_terminator_drops_the_rest() -> None:
     def discard_second(chat: Any, event: str, index: int) -> None:
         if event == "found" and chat.trace[-1][1] == b"b":
@@ -281,6 +293,7 @@ def test_discard_buffers_inside_found_terminator_drops_the_rest() -> None:
     assert found_messages(trace) == [b"a", b"b", b"e"]
 
 
+@pytest.mark.loop_free
 def test_close_inside_found_terminator_does_not_stop_processing() -> None:
     def close_first(chat: Any, event: str, index: int) -> None:
         if index == 0:
@@ -290,6 +303,7 @@ def test_close_inside_found_terminator_does_not_stop_processing() -> None:
     assert found_messages(trace) == [b"a", b"b", b"c"]
 
 
+@pytest.mark.loop_free
 def test_ac_in_buffer_assigned_inside_callbacks() -> None:
     def assign(chat: Any, event: str, index: int) -> None:
         if index == 1:  # in collect: 3.11 then slices the *new* buffer
@@ -301,6 +315,7 @@ def test_ac_in_buffer_assigned_inside_callbacks() -> None:
         same_reads([b"aa\nbb\ncc\ndd\n", b"ee\n"], terminator, assign)
 
 
+@pytest.mark.loop_free
 def test_ac_in_buffer_reads_as_bytes_everywhere() -> None:
     chat = reader_class(asynchat)([b"abc\nde\nf"])
     chat.set_terminator(b"\n")
@@ -318,6 +333,7 @@ def test_ac_in_buffer_reads_as_bytes_everywhere() -> None:
     ]
 
 
+@pytest.mark.loop_free
 def test_recv_errors(frozen: ModuleType) -> None:
     script = [BlockingIOError(), OSError(errno.EIO, "boom"), b"a\n"]
     trace = same_reads(script, b"\n")
@@ -330,6 +346,7 @@ def test_recv_errors(frozen: ModuleType) -> None:
     assert found_messages(trace) == [b"a"]
 
 
+@pytest.mark.loop_free
 def test_handle_error_sees_the_active_exception() -> None:
     seen: list[BaseException | None] = []
 
@@ -343,6 +360,7 @@ def test_handle_error_sees_the_active_exception() -> None:
     assert isinstance(seen[0], ConnectionRefusedError)
 
 
+@pytest.mark.loop_free
 def test_use_encoding_str_terminator_and_str_from_recv(frozen: ModuleType) -> None:
     def encode(chat: Any) -> None:
         chat.use_encoding = 1
@@ -403,6 +421,7 @@ def scripted(actions: list[Any]) -> Reaction:
     return reaction
 
 
+@pytest.mark.loop_free
 @FUZZ
 @given(
     stream=st.binary(max_size=120).map(lambda b: bytes(b"ab\r\n"[x % 4] for x in b)),
@@ -418,6 +437,7 @@ def test_fuzz_reads_match_311(
     same_reads(chunks, terminator, scripted(actions), observe)
 
 
+@pytest.mark.loop_free
 def test_many_messages_in_one_read() -> None:
     # 3.11 copies the rest of the buffer after every message (quadratic); ours walks
     # an offset. Here: every message arrives, once, in order.
@@ -549,6 +569,7 @@ def same_writes(
 WRITE = ("write",)
 
 
+@pytest.mark.loop_free
 def test_push_larger_than_ac_out_buffer_size_is_split() -> None:
     data = bytes(range(20))
     trace, wire = same_writes([("push", data)], budget=[0])
@@ -558,18 +579,21 @@ def test_push_larger_than_ac_out_buffer_size_is_split() -> None:
     assert trace[-1] == ("fifo", [], True, False)
 
 
+@pytest.mark.loop_free
 def test_partial_sends_resume_where_they_stopped() -> None:
     data = b"abcdefghijklmnopq"
     _, wire = same_writes([("push", data)] + [WRITE] * 12, budget=[1, 2, 0, 3, 5, 8, 1])
     assert wire == data
 
 
+@pytest.mark.loop_free
 def test_push_sends_at_once_when_connected() -> None:
     trace, wire = same_writes([("push", b"hi")])
     assert trace[1] == ("send", "bytes", b"hi")
     assert wire == b"hi"
 
 
+@pytest.mark.loop_free
 def test_push_rejects_str_with_a_formatted_message(frozen: ModuleType) -> None:
     for use_encoding in (0, 1):
         chat = sender_class(asynchat)()
@@ -584,6 +608,7 @@ def test_push_rejects_str_with_a_formatted_message(frozen: ModuleType) -> None:
     assert info.value.args == ("data argument must be byte-ish (%r)", str)
 
 
+@pytest.mark.loop_free
 def test_producers_empty_items_and_close_marker() -> None:
     ops = [
         ("push", b""),
@@ -601,12 +626,14 @@ def test_producers_empty_items_and_close_marker() -> None:
     assert ("send", "bytes", b"") in trace
 
 
+@pytest.mark.loop_free
 def test_text_through_producer_with_use_encoding() -> None:
     ops = [("text", "h\xe9llo w\xf6rld"), ("producer", ["caf\xe9"])] + [WRITE] * 8
     _, wire = same_writes(ops, budget=[2, 0, 5], use_encoding=True)
     assert wire == "h\xe9llo w\xf6rldcaf\xe9".encode("latin-1")
 
 
+@pytest.mark.loop_free
 def test_multibyte_encoding_partial_send_is_not_corrupted(frozen: ModuleType) -> None:
     text = "\xe9t\xe9 \u20ac\u20ac\u20ac fin \xe9"
     for budget in ([1] * 40, [3, 1, 4, 1, 5], [0, 2, 7], []):
@@ -628,6 +655,7 @@ def test_multibyte_encoding_partial_send_is_not_corrupted(frozen: ModuleType) ->
     assert chat.wire != text.encode("utf-8")
 
 
+@pytest.mark.loop_free
 def test_false_producer_is_still_asked_for_more() -> None:
     class Sized(ListProducer):
         def __len__(self) -> int:
@@ -642,12 +670,14 @@ def test_false_producer_is_still_asked_for_more() -> None:
     assert chat.wire == b"abcdef-tail"
 
 
+@pytest.mark.loop_free
 def test_send_error_goes_to_handle_error() -> None:
     trace, wire = same_writes([("push", b"abc"), WRITE], budget=[OSError(errno.EIO, "x")])
     assert ("handle_error", repr(OSError(errno.EIO, "x"))) in trace
     assert wire == b"abc"
 
 
+@pytest.mark.loop_free
 def test_nothing_is_sent_while_not_connected(frozen: ModuleType) -> None:
     for module in (asynchat, frozen):
         chat = sender_class(module)()
@@ -658,6 +688,7 @@ def test_nothing_is_sent_while_not_connected(frozen: ModuleType) -> None:
         assert chat.writable()  # not connected: writable, so the connect completes
 
 
+@pytest.mark.loop_free
 def test_discard_buffers_drops_everything() -> None:
     chat = sender_class(asynchat)([0])
     chat.push(b"x" * 20)
@@ -679,6 +710,7 @@ OUT_OP = st.one_of(
 )
 
 
+@pytest.mark.loop_free
 @FUZZ
 @given(
     ops=st.lists(OUT_OP, max_size=15),
@@ -694,6 +726,7 @@ def test_fuzz_writes_match_311(
 # --------------------------------------------------------------------------- surface
 
 
+@pytest.mark.loop_free
 def test_simple_producer_matches_311(frozen: ModuleType) -> None:
     cases: list[tuple[Any, int]] = [
         (b"", 512),
@@ -716,6 +749,7 @@ def test_simple_producer_matches_311(frozen: ModuleType) -> None:
     assert (producer.more(), producer.more()) == (b"new", b"")
 
 
+@pytest.mark.loop_free
 @pytest.mark.parametrize(
     ("haystack", "needle"),
     [
@@ -735,6 +769,7 @@ def test_find_prefix_at_end(frozen: ModuleType, haystack: Any, needle: Any) -> N
     )
 
 
+@pytest.mark.loop_free
 @FUZZ
 @given(haystack=st.binary(max_size=12), needle=st.binary(max_size=6))
 def test_fuzz_find_prefix_at_end(haystack: bytes, needle: bytes) -> None:
@@ -746,6 +781,7 @@ def test_fuzz_find_prefix_at_end(haystack: bytes, needle: bytes) -> None:
     )
 
 
+@pytest.mark.loop_free
 def test_public_surface_matches_311(frozen: ModuleType) -> None:
     for name in ("async_chat", "simple_producer", "find_prefix_at_end"):
         ours, theirs = getattr(asynchat, name), getattr(frozen, name)
@@ -771,6 +807,7 @@ def test_public_surface_matches_311(frozen: ModuleType) -> None:
     assert set(asynchat.__all__) == star  # 3.11's star-import names, and no more
 
 
+@pytest.mark.loop_free
 def test_fresh_instance_state() -> None:
     chat = asynchat.async_chat(map={})
     assert chat.ac_in_buffer == b""
@@ -790,6 +827,7 @@ def test_fresh_instance_state() -> None:
     assert chat.incoming == []
 
 
+@pytest.mark.loop_free
 def test_output_apis_report_interest_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[object] = []
     monkeypatch.setattr(asynchat, "interest_changed", calls.append)
@@ -866,6 +904,7 @@ def test_line_server_over_loopback() -> None:
         client.close()
 
 
+@pytest.mark.loop_free
 def test_push_sends_immediately_without_the_loop() -> None:
     socket_map: dict[int, Any] = {}
     client, server_sock = socketpair()

@@ -253,6 +253,7 @@ def test_a_channel_with_its_own_send_is_not_coalesced() -> None:
     assert len(calls) == 50
 
 
+@pytest.mark.loop_free
 @pytest.mark.parametrize(("value", "expected"), [("1", True), ("0", False), ("", False)])
 def test_environment_variable_sets_the_default(value: str, expected: bool) -> None:
     env = dict(os.environ, ASYNCORE_ON_ASYNCIO_COALESCE_PUSHES=value)

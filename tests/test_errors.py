@@ -192,6 +192,7 @@ def test_real_sigint_during_loop(pair: tuple[socket.socket, socket.socket]) -> N
     assert registrations() == 0
 
 
+@pytest.mark.loop_free
 def test_compact_traceback() -> None:
     def inner() -> None:
         raise Boom("deep")

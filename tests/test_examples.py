@@ -317,6 +317,7 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
+@pytest.mark.loop_free
 def test_every_example_is_covered() -> None:
     on_disk = {
         path.relative_to(EXAMPLES).as_posix()
@@ -328,6 +329,7 @@ def test_every_example_is_covered() -> None:
     )
 
 
+@pytest.mark.loop_free
 @pytest.mark.parametrize("example", ALL_EXAMPLES, ids=_id)
 def test_example_is_what_its_test_assumes(example: Example) -> None:
     path = EXAMPLES / example.path

@@ -228,6 +228,7 @@ def test_file_dispatcher_on_pipe() -> None:
     assert got == [b"abc", b"def", b"<eof>", b""]
 
 
+@pytest.mark.loop_free
 def test_file_wrapper() -> None:
     r, w = os.pipe()
     fw = asyncore.file_wrapper(w)
@@ -244,6 +245,7 @@ def test_file_wrapper() -> None:
     os.close(r)
 
 
+@pytest.mark.loop_free
 def test_unclosed_file_wrapper_warns() -> None:
     r, w = os.pipe()
     fw = asyncore.file_wrapper(r)

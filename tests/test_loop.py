@@ -76,6 +76,7 @@ def test_nothing_wanted_still_waits_timeout(idle_pair: Any) -> None:
     d.close()
 
 
+@pytest.mark.loop_free
 def test_returns_at_once_on_empty_map() -> None:
     start = time.monotonic()
     asyncore.loop(timeout=5, map={})
@@ -104,6 +105,7 @@ def test_returns_when_map_empties(idle_pair: Any) -> None:
     assert time.monotonic() - start < 5
 
 
+@pytest.mark.loop_free
 def test_poll_aliases() -> None:
     assert asyncore.poll3 is asyncore.poll2
 
@@ -308,6 +310,7 @@ def _readable(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
+@pytest.mark.loop_free
 def test_closing_loop_factory_validation() -> None:
     with pytest.raises(TypeError):
         asyncore_on_asyncio.set_loop_factory(42)  # type: ignore[arg-type]
@@ -336,6 +339,7 @@ def test_env_var_chooses_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
         asyncore_on_asyncio.get_event_loop()
 
 
+@pytest.mark.loop_free
 def test_missing_uvloop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 

@@ -46,6 +46,7 @@ def run_main(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> s
     )
 
 
+@pytest.mark.loop_free
 def test_runs_script_as_main_with_argv_and_exit_status(tmp_path: Path) -> None:
     result = run_main(tmp_path, "legacy.py", "3", "--flag")
     assert result.returncode == 3, result.stderr
@@ -58,6 +59,7 @@ def test_runs_script_as_main_with_argv_and_exit_status(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.loop_free
 @pytest.mark.parametrize("how", ["option", "env"])
 def test_loop_choice(tmp_path: Path, how: str) -> None:
     if how == "option":
@@ -68,6 +70,7 @@ def test_loop_choice(tmp_path: Path, how: str) -> None:
     assert result.stdout.splitlines()[0] == "loop uvloop"
 
 
+@pytest.mark.loop_free
 def test_missing_uvloop_is_reported_before_the_script_runs(tmp_path: Path) -> None:
     blocker = tmp_path / "block"
     blocker.mkdir()
@@ -79,12 +82,14 @@ def test_missing_uvloop_is_reported_before_the_script_runs(tmp_path: Path) -> No
     assert result.stdout == ""
 
 
+@pytest.mark.loop_free
 def test_bad_loop_name_is_a_usage_error(tmp_path: Path) -> None:
     result = run_main(tmp_path, "--loop", "tokio", "legacy.py", "0")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
 
 
+@pytest.mark.loop_free
 def test_install_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "asyncore", raising=False)
     monkeypatch.delitem(sys.modules, "asynchat", raising=False)
@@ -96,6 +101,7 @@ def test_install_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
     assert plain_asyncore is asyncore and plain_asynchat is asynchat
 
 
+@pytest.mark.loop_free
 def test_import_has_no_side_effects() -> None:
     code = (
         "import sys, asyncore_on_asyncio; "
@@ -109,6 +115,7 @@ def test_import_has_no_side_effects() -> None:
     assert result.stdout == "ok\n"
 
 
+@pytest.mark.loop_free
 def test_version(tmp_path: Path) -> None:
     result = run_main(tmp_path, "--version")
     assert (result.returncode, result.stdout, result.stderr) == (
@@ -118,6 +125,7 @@ def test_version(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.loop_free
 def test_runs_module_as_python_m_does(tmp_path: Path) -> None:
     """``-m MODULE`` ends our options; argv[0] is the module's file, sys.path[0] the cwd."""
     package = tmp_path / "legacy_pkg"
@@ -140,6 +148,7 @@ def test_runs_module_as_python_m_does(tmp_path: Path) -> None:
     assert result.stdout == f"main [{str(package / '__main__.py')!r}, 'x']\n"
 
 
+@pytest.mark.loop_free
 def test_package_that_is_only_an_init_runs_it(tmp_path: Path) -> None:
     """How PyPI's standard-smtpd packages 3.11's smtpd module: ``-m`` runs its __init__."""
     package = tmp_path / "onlyinit"
@@ -150,6 +159,7 @@ def test_package_that_is_only_an_init_runs_it(tmp_path: Path) -> None:
     assert result.stdout == f"__main__ [{str(package / '__init__.py')!r}, '-n']\n"
 
 
+@pytest.mark.loop_free
 @pytest.mark.parametrize(
     ("args", "status", "stderr"),
     [
@@ -184,6 +194,7 @@ def test_what_cannot_run_is_one_line_as_python_says(
     )
 
 
+@pytest.mark.loop_free
 def test_script_or_module_is_required(tmp_path: Path) -> None:
     for args in ([], ["--loop", "asyncio"], ["-m"]):
         result = run_main(tmp_path, *args)

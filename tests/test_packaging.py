@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# mypy in a subprocess: no event loop, whatever the loop kind.
+pytestmark = pytest.mark.loop_free
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Under --strict, an unresolved import (import-not-found), a package without py.typed

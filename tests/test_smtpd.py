@@ -120,6 +120,7 @@ def received(sent: bytes) -> bytes:
     return sent.removesuffix(b"\r\n").replace(b"\r\n", b"\n")
 
 
+@pytest.mark.loop_free
 def test_smtpd_uses_our_modules(smtpd: ModuleType) -> None:
     assert smtpd.asyncore is asyncore and smtpd.asynchat is asynchat
     assert issubclass(smtpd.SMTPServer, asyncore.dispatcher)
@@ -155,6 +156,7 @@ def test_large_message(smtpd: ModuleType) -> None:
         assert server.messages == [("big@example.com", ["to@example.com"], received(body))]
 
 
+@pytest.mark.loop_free
 def test_install_after_smtpd_warns_naming_it(tmp_path: Path) -> None:
     """smtpd imported first holds the other copy; install() says so (and nothing else breaks)."""
     code = textwrap.dedent(

@@ -36,6 +36,7 @@ def mypy_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedPr
     )  # fmt: skip
 
 
+@pytest.mark.loop_free
 @pytest.mark.timeout(300)
 def test_sample_passes_and_rejected_lines_are_rejected(
     mypy_run: subprocess.CompletedProcess[str],

@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from .harness import frozen_modules, normalise_output, our_modules
 
-# loop_kind (autouse, function-scoped) is irrelevant here: no event loop runs.
+# No event loop runs: collected once, not per loop kind. The suite's autouse guards are
+# function-scoped fixtures: they check the whole test, not each example.
+pytestmark = pytest.mark.loop_free
 relaxed = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

@@ -55,20 +55,33 @@ def assert_as_311(call: Call, empty_map: bool = False) -> tuple[str, str, int]:
     return expected
 
 
+# Counts that run at least one cycle (on an event loop, so on each loop kind), and counts
+# that run none: 0 and below, or rejected before the first cycle (no event loop is made).
 COUNTS: list[Any] = [
-    1, 2, True, False, 0, -1, 1.5, 0.5, 2.0, 1e-9, -0.5, NAN, -INF,
-    decimal.Decimal("1.5"), fractions.Fraction(5, 2), "2", b"1", [1], 1 + 0j,
+    1, 2, True, 1.5, 0.5, 2.0, 1e-9, decimal.Decimal("1.5"), fractions.Fraction(5, 2),
 ]  # fmt: skip
+COUNTS_WITHOUT_A_CYCLE: list[Any] = [False, 0, -1, -0.5, NAN, -INF, "2", b"1", [1], 1 + 0j]
+
+
+def _loop_with_count(count: Any, use_poll: bool) -> tuple[str, str, int]:
+    def call(module: ModuleType, map: dict[int, Any]) -> None:
+        module.loop(timeout=0, use_poll=use_poll, map=map, count=count)
+
+    return assert_as_311(call)
 
 
 @pytest.mark.parametrize("count", COUNTS, ids=repr)
 def test_loop_count(count: Any, use_poll: bool) -> None:
-    def call(module: ModuleType, map: dict[int, Any]) -> None:
-        module.loop(timeout=0, use_poll=use_poll, map=map, count=count)
-
-    result = assert_as_311(call)
+    result = _loop_with_count(count, use_poll)
+    assert result[2] > 0
     if count == 1.5:
         assert result == ("returned", "", 2)
+
+
+@pytest.mark.loop_free
+@pytest.mark.parametrize("count", COUNTS_WITHOUT_A_CYCLE, ids=repr)
+def test_loop_count_without_a_cycle(count: Any, use_poll: bool) -> None:
+    assert _loop_with_count(count, use_poll)[2] == 0
 
 
 def test_loop_count_none_and_infinite_run_until_the_map_is_empty(use_poll: bool) -> None:
@@ -90,29 +103,59 @@ def test_loop_count_none_and_infinite_run_until_the_map_is_empty(use_poll: bool)
         assert assert_as_311(call) == ("returned", "", 5)
 
 
+# Timeouts that select() or poll() accept (or that only one of them rejects: those cycles
+# may run, on an event loop), and timeouts that both reject, before any cycle and without
+# an event loop.
 TIMEOUTS: list[Any] = [
-    0, 0.0, -0.0, 0.001, True, None, -1, -1e-9, -0.0001, NAN, INF, -INF, 1e300, 2**63, 10**10, 2**31,
-    decimal.Decimal("0"), decimal.Decimal("0.5"), fractions.Fraction(0), "1", "0.5", b"1", [1], 1 + 0j,
+    0, 0.0, -0.0, 0.001, True, None, -1, -1e-9, -0.0001, 2**31,
+    decimal.Decimal("0"), decimal.Decimal("0.5"), fractions.Fraction(0),
 ]  # fmt: skip
+TIMEOUTS_REJECTED_BY_BOTH: list[Any] = [
+    NAN, INF, -INF, 1e300, 2**63, 10**10, "1", "0.5", b"1", [1], 1 + 0j,
+]  # fmt: skip
+
+
+def _loop_with_timeout(timeout: Any, use_poll: bool) -> tuple[str, str, int]:
+    def call(module: ModuleType, map: dict[int, Any]) -> None:
+        module.loop(timeout=timeout, use_poll=use_poll, map=map, count=1)
+
+    return assert_as_311(call)
+
+
+def _poll_with_timeout(timeout: Any, function: str) -> tuple[str, str, int]:
+    def call(module: ModuleType, map: dict[int, Any]) -> None:
+        getattr(module, function)(timeout, map)
+
+    return assert_as_311(call)
 
 
 @pytest.mark.parametrize("timeout", TIMEOUTS, ids=repr)
 def test_loop_timeout(timeout: Any, use_poll: bool) -> None:
-    def call(module: ModuleType, map: dict[int, Any]) -> None:
-        module.loop(timeout=timeout, use_poll=use_poll, map=map, count=1)
+    _loop_with_timeout(timeout, use_poll)
 
-    assert_as_311(call)
+
+@pytest.mark.loop_free
+@pytest.mark.parametrize("timeout", TIMEOUTS_REJECTED_BY_BOTH, ids=repr)
+def test_loop_timeout_rejected(timeout: Any, use_poll: bool) -> None:
+    raised, _, cycles = _loop_with_timeout(timeout, use_poll)
+    assert (raised != "returned", cycles) == (True, 0)
 
 
 @pytest.mark.parametrize("timeout", TIMEOUTS, ids=repr)
 @pytest.mark.parametrize("function", ["poll", "poll2", "poll3"])
 def test_poll_timeout(timeout: Any, function: str) -> None:
-    def call(module: ModuleType, map: dict[int, Any]) -> None:
-        getattr(module, function)(timeout, map)
-
-    assert_as_311(call)
+    _poll_with_timeout(timeout, function)
 
 
+@pytest.mark.loop_free
+@pytest.mark.parametrize("timeout", TIMEOUTS_REJECTED_BY_BOTH, ids=repr)
+@pytest.mark.parametrize("function", ["poll", "poll2", "poll3"])
+def test_poll_timeout_rejected(timeout: Any, function: str) -> None:
+    raised, _, cycles = _poll_with_timeout(timeout, function)
+    assert (raised != "returned", cycles) == (True, 0)
+
+
+@pytest.mark.loop_free
 @pytest.mark.parametrize("timeout", [NAN, INF, -1, "1", "0.5", [1], None], ids=repr)
 def test_empty_map_judges_only_what_311_judged(timeout: Any, use_poll: bool) -> None:
     """An empty map: loop() and poll() return at once; poll2() still computed
@@ -157,6 +200,7 @@ FLAGS: list[Any] = [
 ]  # fmt: skip
 
 
+@pytest.mark.loop_free
 @pytest.mark.parametrize("flags", FLAGS, ids=repr)
 def test_readwrite_flags(flags: Any) -> None:
     """A ``flags`` that does not support ``&`` is a handler failure: handle_error()."""

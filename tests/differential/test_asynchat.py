@@ -12,6 +12,7 @@ import itertools
 import socket
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -218,7 +219,9 @@ def chat_inputs(draw: st.DrawFn) -> tuple[list[Any], list[bytes]]:
     return plan, chunks
 
 
-# loop_kind (autouse, function-scoped) is irrelevant here: no event loop runs.
+# No event loop runs. The suite's autouse guards are function-scoped fixtures: they check
+# the whole test, not each example.
+@pytest.mark.loop_free
 @settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

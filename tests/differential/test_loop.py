@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any
 
+import pytest
+
 from .harness import STEP_TIMEOUT, Run, assert_same_behaviour, tracing
 
 # --------------------------------------------------------------------------- handle_error
@@ -352,6 +354,7 @@ def scenario_close_all(ac: Any, ach: Any, run: Run) -> Any:
     return len(run.map)
 
 
+@pytest.mark.loop_free
 def test_close_all(use_poll: bool) -> None:
     outcome = assert_same_behaviour(scenario_close_all, use_poll)
     assert outcome.trace[-1] == ("returned", 0)
