@@ -530,11 +530,11 @@ def test_runner_options_are_not_the_programs(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "ASYNCORE_ON_ASYNCIO_SLOW_HANDLER='fast'" in bad.stderr
 
 
-def test_differential_tests_pass_with_the_report_on(loop_kind: str) -> None:
+@pytest.mark.loop_free
+def test_differential_tests_pass_with_the_report_on() -> None:
     """3.11's order and error contract, through the timed dispatch: the differential tests
-    (ordered callback traces compared with the frozen stdlib copy) run with it on."""
-    if loop_kind == "uvloop":
-        pytest.skip("the subprocess runs them on both loops")
+    (ordered callback traces compared with the frozen stdlib copy) run with it on, on both
+    loops (the inner session parametrises them)."""
     root = Path(__file__).resolve().parent.parent
     files = [f"tests/differential/{name}.py" for name in ("test_loop", "test_sockets", "test_files", "test_asynchat")]
     result = subprocess.run(
