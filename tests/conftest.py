@@ -50,6 +50,7 @@ import contextlib
 import gc
 import inspect
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -106,6 +107,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # it now, so that the per-test fd check does not take it for a leak.
     for make_loop in (asyncio.new_event_loop, uvloop.new_event_loop):
         make_loop().close()
+    # A session started as a background job of a non-interactive shell (or under nohup-style
+    # wrappers) inherits SIGINT ignored, and Python keeps it so: the tests that interrupt a
+    # loop, in this process or in a child, would wait for a signal that never comes.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_asyncio_loop_factories(
