@@ -174,6 +174,19 @@ def wait_readable(sock: socket.socket, timeout: float = 5.0) -> None:
 _FROZEN_NAMES = {"asyncore": "_frozen_asyncore", "asynchat": "_frozen_asynchat"}
 
 
+def wait_until_asleep(pid: int, timeout: float = 10.0) -> None:
+    """Until process ``pid`` sleeps in the kernel (state S in ``/proc``: its loop waits);
+    AssertionError after ``timeout`` seconds."""
+    stat = pathlib.Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # The state follows the command name, which is in parentheses and may hold spaces.
+        if stat.read_text().rpartition(")")[2].split()[0] == "S":
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not go to sleep within {timeout} s")
+
+
 def _load_from_dist(dist_name: str, top_level: str, as_name: str) -> ModuleType:
     """Execute ``top_level`` from the installed distribution ``dist_name`` as a new module
     named ``as_name``, whatever ``import top_level`` would find (stdlib on 3.11, or our

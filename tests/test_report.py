@@ -25,6 +25,7 @@ import pytest
 
 import asyncore_on_asyncio
 from asyncore_on_asyncio import _report, asyncore
+from tests import helpers
 from tests.helpers import listener, refused_address, socketpair
 
 THRESHOLD = 0.05
@@ -576,7 +577,7 @@ def test_sigterm_while_waiting(tmp_path: Path, loop_kind: str) -> None:
     ) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "ready\n"
-        time.sleep(0.2)  # into the loop's wait
+        helpers.wait_until_asleep(proc.pid)  # in the loop's wait
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGTERM, err
