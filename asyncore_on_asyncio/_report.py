@@ -30,7 +30,9 @@ What the counts mean, per class (``module.qualname``):
                read is an ``accept``); ``connect``: events that found it connecting (they
                count as their read or write too); ``close``: it left its map during one
                of its events; ``error``: ``handle_error()`` calls (``errors``: by type);
-``predicates`` ``stock`` or ``own`` ``readable()``/``writable()``: objects with their own
+``predicates`` ``stock`` or ``own`` ``readable()``/``writable()``, or ``instance`` where
+               the class's are stock but objects replaced them on themselves (seen when
+               the shares are sampled): objects with their own
                make every scan of their map a full one; the time of those full scans is
                split among the classes with own predicates in the map, by their share
                of its objects (sampled again once the scans took 20 times what a
@@ -50,7 +52,7 @@ The first class is the one to migrate first: slow calls first, then the most loo
                   "events": {"read": int, "write": int, "connect": int, "accept": int,
                              "close": int, "expt": int, "error": int},
                   "errors": {exception type name: int},
-                  "predicates": {"readable": "stock" | "own", "writable": "stock" | "own"},
+                  "predicates": {"readable": "stock" | "own" | "instance", "writable": ...},
                   "forced_scans": int, "forced_scan_s": float,
                   "handler_s": {"calls": int, "total": float, "p50": float, "p99": float,
                                 "max": float},
@@ -161,6 +163,8 @@ class ClassStats:
         self.name = f"{cls.__module__}.{cls.__qualname__}"
         self.own_readable = getattr(cls, "readable", None) not in _stock_readable
         self.own_writable = getattr(cls, "writable", None) not in _stock_writable
+        self.instance_predicates: set[str] = set()
+        """Predicates that objects of a stock class replaced on themselves (seen when sampled)."""
         self.instances = 0
         self.live: set[int] = set()
         self.peak = 0
@@ -173,6 +177,11 @@ class ClassStats:
         self.handler = Histogram()
         self.slow = 0
         self.slowest = ""
+
+    def _predicate(self, name: str, own: bool) -> str:
+        if own:
+            return "own"
+        return "instance" if name in self.instance_predicates else "stock"
 
     @property
     def cost(self) -> float:
@@ -188,8 +197,8 @@ class ClassStats:
             "events": dict(self.events),
             "errors": dict(sorted(self.errors.items())),
             "predicates": {
-                "readable": "own" if self.own_readable else "stock",
-                "writable": "own" if self.own_writable else "stock",
+                "readable": self._predicate("readable", self.own_readable),
+                "writable": self._predicate("writable", self.own_writable),
             },
             "forced_scans": self.forced_scans,
             "forced_scan_s": self.forced_scan_s,
@@ -289,9 +298,20 @@ class Collector:
         for obj in list(map.values()):
             if not _known(obj):
                 cls = type(obj)
-                counts[cls] = counts.get(cls, 0) + 1
+                if cls not in counts:
+                    counts[cls] = 0
+                    self._note_instance_predicates(obj)
+                counts[cls] += 1
         total = sum(counts.values())
         return [(self.stats(cls), n / total) for cls, n in counts.items()]
+
+    def _note_instance_predicates(self, obj: Any) -> None:
+        """An object whose class is stock but that replaced ``readable``/``writable`` on itself."""
+        attrs = getattr(obj, "__dict__", None) or {}
+        replaced = {name for name in ("readable", "writable") if name in attrs}
+        if replaced:
+            with self._lock:
+                self.stats(type(obj)).instance_predicates |= replaced
 
     def _forced_scan(self, shares: list[tuple[ClassStats, float]], elapsed: float) -> None:
         with self._lock:

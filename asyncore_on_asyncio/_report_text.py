@@ -67,14 +67,23 @@ def render_text(data: dict[str, Any]) -> str:
 
 def _row(entry: dict[str, Any]) -> list[str]:
     events, hist, predicates = entry["events"], entry["handler_s"], entry["predicates"]
-    own = [name for name in ("readable", "writable") if predicates[name] == "own"]
     return [
         entry["class"],
         *(str(entry[key]) for key in ("instances", "peak", "cycles")),
         *(str(events[kind]) for kind in KINDS),
-        "own " + "+".join(own) if own else "stock",
+        _predicates(predicates),
         f"{entry['forced_scan_s'] * 1000:.2f}",
         f"{hist['total'] * 1000:.2f}",
         *(f"{hist[key] * 1000:.2f}" for key in ("p50", "p99", "max")),
         str(entry["slow"]),
     ]
+
+
+def _predicates(predicates: dict[str, str]) -> str:
+    """``stock``, ``own readable+writable``, ``instance writable`` (replaced on objects), ..."""
+    groups = [
+        f"{kind} " + "+".join(name for name in ("readable", "writable") if predicates[name] == kind)
+        for kind in ("own", "instance")
+        if kind in predicates.values()
+    ]
+    return ", ".join(groups) or "stock"

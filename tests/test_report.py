@@ -260,6 +260,27 @@ def test_text_report(collector: _report.Collector) -> None:
     assert f"handle_error in {name(Reader)}: ValueError x1" in lines
 
 
+def test_predicates_replaced_on_objects_are_reported(collector: _report.Collector) -> None:
+    """A stock class whose objects replace writable() on themselves forces full scans as a
+    class of its own would: the report says "instance" and gives it the scans' time."""
+    a, b = socketpair()
+    m: dict[int, Any] = {}
+    plain = asyncore.dispatcher(a, map=m)
+    plain.writable = lambda: False  # type: ignore[method-assign]
+    other = asyncore.dispatcher(b, map=m)
+    try:
+        asyncore.loop(timeout=0, map=m, count=3)
+    finally:
+        plain.close()
+        other.close()
+    stock = f"{asyncore.dispatcher.__module__}.dispatcher"
+    entry = by_class(collector.data())[stock]
+    assert entry["predicates"] == {"readable": "stock", "writable": "instance"}
+    assert entry["forced_scans"] == 3 and entry["forced_scan_s"] > 0
+    rows = [line for line in _report.render_text(collector.data()).splitlines() if line.startswith(stock + " ")]
+    assert len(rows) == 1 and "  instance writable  " in rows[0]
+
+
 def test_slow_warnings_are_rate_limited(
     collector: _report.Collector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -367,7 +388,7 @@ def check_shape(data: dict[str, Any]) -> None:
         assert all(isinstance(k, str) and isinstance(v, int) for k, v in entry["errors"].items())
         assert sum(entry["errors"].values()) == entry["events"]["error"]
         assert set(entry["predicates"]) == {"readable", "writable"}
-        assert set(entry["predicates"].values()) <= {"stock", "own"}
+        assert set(entry["predicates"].values()) <= {"stock", "own", "instance"}
         assert set(entry["handler_s"]) == {"calls", "total", "p50", "p99", "max"}
         hist = entry["handler_s"]
         assert isinstance(hist["calls"], int)
