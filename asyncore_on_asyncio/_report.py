@@ -36,8 +36,9 @@ What the counts mean, per class (``module.qualname``):
                make every scan of their map a full one; the time of those full scans is
                split among the classes with own predicates in the map, by their share
                of its objects (sampled again once the scans took 20 times what a
-               sampling takes, 4 times if the map's size changed: a class whose
-               objects live only a few cycles may get no share);
+               sampling takes, 4 times if the map's size changed, and when a class's
+               first object enters a map: an object that replaces its predicates on
+               itself, of a class already seen, may wait for the next sampling);
 ``handler_s``  time in its event calls (handlers, ``handle_error`` included): total and
                p50/p99/max from a log-scale histogram (8 buckets an octave: ±6 %);
 ``slow``       event calls longer than the threshold.
@@ -103,7 +104,8 @@ _RESIZED_BUDGET = 4
 """The shares of the forced scans are sampled again once the scans since the last
 sampling took 20 times what it took (a sampling walks the map once), 4 times if the
 map's size changed since: at most 5 % (25 % while the map changes) more, and often in
-a small program."""
+a small program; and at once when a class's first object entered a map (a bounded number
+of times), so that no class that forces scans is missed for lack of a sampling."""
 _clock = time.perf_counter
 
 
@@ -231,6 +233,8 @@ class Collector:
         self._cycle_ids = itertools.count(1)
         self._last_cycle = 0
         self.unattributed_scan_s = 0.0
+        self.new_classes = 0
+        """Classes whose first object entered a map: a new one may force full scans."""
         self._stats: dict[type, ClassStats] = {}
         self._lock = threading.RLock()
         self._local = _PerThread()
@@ -273,9 +277,10 @@ class Collector:
         shares: list[tuple[ClassStats, float]] = []
         scanned, sampling = 0.0, -1.0  # forced-scan time since the last sampling; its cost
         size = -1  # the map's size at the last sampling
+        classes = -1  # ``new_classes`` at the last sampling
 
         def scan(now: float) -> None:
-            nonlocal shares, scanned, sampling, size
+            nonlocal shares, scanned, sampling, size, classes
             if scanner._incremental:
                 plain(now)
                 return
@@ -284,8 +289,8 @@ class Collector:
             end = _clock()
             elapsed = end - start
             budget = _SAMPLING_BUDGET if len(map) == size else _RESIZED_BUDGET
-            if sampling < 0 or scanned >= sampling * budget:
-                shares, size = self._forcing(map), len(map)
+            if sampling < 0 or scanned >= sampling * budget or classes != self.new_classes:
+                shares, size, classes = self._forcing(map), len(map), self.new_classes
                 scanned, sampling = 0.0, _clock() - end
             scanned += elapsed
             self._forced_scan(shares, elapsed)
@@ -425,6 +430,8 @@ class Collector:
         with self._lock:
             if added:
                 if key not in stats.live:
+                    if not stats.instances:
+                        self.new_classes += 1  # scans sample their shares again at once
                     stats.live.add(key)
                     stats.instances += 1
                     stats.peak = max(stats.peak, len(stats.live))

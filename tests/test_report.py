@@ -281,6 +281,37 @@ def test_predicates_replaced_on_objects_are_reported(collector: _report.Collecto
     assert len(rows) == 1 and "  instance writable  " in rows[0]
 
 
+def test_a_class_that_arrives_later_gets_its_share_of_the_scans(
+    collector: _report.Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the time budget out of reach, only a class's first object entering a map makes
+    the scans sample their shares again: a class that arrives later is not missed."""
+    monkeypatch.setattr(_report, "_SAMPLING_BUDGET", 1e12)
+    monkeypatch.setattr(_report, "_RESIZED_BUDGET", 1e12)
+
+    class Early(asyncore.dispatcher):
+        def writable(self) -> bool:
+            return False
+
+    class Late(asyncore.dispatcher):
+        def writable(self) -> bool:
+            return False
+
+    m: dict[int, Any] = {}
+    a, b = socketpair()
+    early = Early(a, map=m)
+    try:
+        asyncore.loop(timeout=0, map=m, count=2)
+        late = Late(b, map=m)
+        asyncore.loop(timeout=0, map=m, count=3)
+        late.close()
+    finally:
+        early.close()
+    classes = by_class(collector.data())
+    assert classes[name(Early)]["forced_scans"] == 5
+    assert classes[name(Late)]["forced_scans"] == 3 and classes[name(Late)]["forced_scan_s"] > 0
+
+
 def test_slow_warnings_are_rate_limited(
     collector: _report.Collector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
