@@ -141,9 +141,10 @@ def run_until(
     map: dict[int, Any] | None = None,
     step: float = 0.05,
     module: ModuleType | None = None,
+    use_poll: bool = False,
 ) -> None:
-    """Call ``asyncore.loop(timeout=step, count=1, map=map)`` until ``predicate()`` is
-    true. Raises AssertionError if it is still false after ``timeout`` seconds.
+    """Call ``asyncore.loop(timeout=step, use_poll=use_poll, count=1, map=map)`` until
+    ``predicate()`` is true. Raises AssertionError if it is still false after ``timeout`` seconds.
 
     ``module`` is the asyncore module to drive (default: ours; pass the frozen stdlib
     copy from ``load_frozen()`` for differential tests)."""
@@ -155,7 +156,7 @@ def run_until(
             raise AssertionError(f"condition not reached within {timeout} s: {predicate!r}")
         active_map = module.socket_map if map is None else map
         if active_map:
-            module.loop(timeout=step, count=1, map=map)
+            module.loop(timeout=step, use_poll=use_poll, count=1, map=map)
         else:
             # loop() returns at once on an empty map; don't spin.
             time.sleep(step)
@@ -287,6 +288,19 @@ def watched(fd: int) -> tuple[object, frozenset[str]] | None:
         assert isinstance(source, loop_fds.LoopFdSource)
         bits = {"read": loop_fds._READING, "write": loop_fds._WRITING, "urgent": loop_fds._URGENT}
     return rec.obj, frozenset(name for name, bit in bits.items() if rec.mask & bit)
+
+
+def epoll_entry(fd: int) -> int | None:
+    """The event mask the kernel holds for ``fd`` in the epoll source's own epoll (from
+    ``/proc/self/fdinfo``), or ``None`` when it holds no entry for that number."""
+    source = _source()
+    assert source is not None
+    with open(f"/proc/self/fdinfo/{source._epoll.fileno()}") as info:
+        for line in info:
+            fields = line.split()
+            if fields[:1] == ["tfd:"] and int(fields[1]) == fd:
+                return int(fields[3], 16)
+    return None
 
 
 class _CountingEpoll:

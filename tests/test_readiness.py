@@ -8,6 +8,7 @@ CI run) on the per-fd fallback source too.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import resource
 import socket
@@ -333,6 +334,172 @@ def test_socket_closed_from_another_thread_does_not_upset_the_loop(loop_kind: st
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["20", "0"]
+
+
+class _GatedEpoll(helpers._CountingEpoll):
+    """A source's epoll whose ``unregister`` from a thread other than the loop's waits at
+    a gate: the moment a close from that thread holds the source's lock."""
+
+    def __init__(self, epoll: Any, loop_thread: int) -> None:
+        self.calls: list[str] = []
+        super().__init__(epoll, self.calls)
+        self.loop_thread = loop_thread
+        self.inside = threading.Event()
+        self.go = threading.Event()
+
+    def unregister(self, *args: Any) -> None:
+        if threading.get_ident() != self.loop_thread:
+            self.inside.set()
+            assert self.go.wait(10)
+        super().unregister(*args)
+
+
+class _WatchedLock:
+    """The source's lock, telling when the loop's thread starts waiting for it."""
+
+    def __init__(self, lock: Any, loop_thread: int) -> None:
+        self.lock = lock
+        self.loop_thread = loop_thread
+        self.loop_waits = threading.Event()
+
+    def __enter__(self) -> None:
+        if threading.get_ident() == self.loop_thread:
+            self.loop_waits.set()
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+@EPOLL_ONLY
+def test_close_from_another_thread_racing_the_loops_removal_leaves_no_entry() -> None:
+    """A close() in another thread unregisters the fd while the loop's thread, which saw it
+    registered a moment before, waits to remove the same record: it must not register the
+    fd again (with no events) when it gets the lock.  Such an entry, held by no record,
+    made the next registration of that socket fail (EEXIST) and, with the fd reused in
+    between, escaped from loop() (found by CI in the thread churn test)."""
+    m: dict[int, Any] = {}
+    client, server = socketpair()
+    d = Bouncer(server, m)
+    fd = server.fileno()
+    source = _engine_source(m)
+    rec = source.record(fd)
+    assert rec is not None and helpers.epoll_entry(fd) is not None
+    me = threading.get_ident()
+    gated, real_epoll = _GatedEpoll(source._epoll, me), source._epoll
+    watched_lock, real_lock = _WatchedLock(source._lock, me), source._lock
+    source._epoll, source._lock = gated, watched_lock
+    closer = threading.Thread(target=source.remove_from_thread, args=(fd, d))
+    try:
+        closer.start()
+        assert gated.inside.wait(10)  # the closer holds the lock, inside unregister
+        opener = threading.Thread(target=lambda: watched_lock.loop_waits.wait(10) and gated.go.set())
+        opener.start()
+        source.remove(rec)  # reads the mask, waits for the lock, gets it after the closer
+        opener.join(10)
+        closer.join(10)
+        assert watched_lock.loop_waits.is_set() and not closer.is_alive()
+        assert gated.calls == ["unregister"]
+        assert helpers.epoll_entry(fd) is None
+        assert source.record(fd) is None
+    finally:
+        gated.go.set()
+        source._epoll, source._lock = real_epoll, real_lock
+        d.close()
+        client.close()
+
+
+class _FlippingEpoll(helpers._CountingEpoll):
+    """A source's epoll whose fd numbers name another file at each call, ``flips`` times:
+    registering says EEXIST (the file is there), modifying then says ENOENT (it is gone)."""
+
+    def __init__(self, epoll: Any, fd: int, flips: int) -> None:
+        self.calls: list[str] = []
+        super().__init__(epoll, self.calls)
+        self.fd = fd
+        self.flips = flips
+
+    def register(self, fd: int, *args: Any) -> None:
+        if fd == self.fd and self.flips:
+            self._calls.append("register: EEXIST")
+            raise FileExistsError(errno.EEXIST, "File exists")
+        super().register(fd, *args)
+
+    def modify(self, fd: int, *args: Any) -> None:
+        if fd == self.fd and self.flips:
+            self.flips -= 1
+            self._calls.append("modify: ENOENT")
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+        super().modify(fd, *args)
+
+
+def _engine_source(m: dict[int, Any]) -> Any:
+    """The readiness source of this thread's engine, made by one cycle of a map."""
+    idle_client, idle_server = socketpair()
+    idler = Bouncer(idle_server, m)
+    asyncore.loop(timeout=0, map=m, count=1)
+    idler.close()
+    idle_client.close()
+    return helpers._source()
+
+
+@EPOLL_ONLY
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_registration_while_another_thread_reuses_the_fd_number(use_poll: bool) -> None:
+    """EEXIST, then ENOENT for the same fd (another thread closed and reused the number
+    between the two calls): the registration is tried again, and the dispatcher is served."""
+    m: dict[int, Any] = {}
+    client, server = socketpair()
+    fd = server.fileno()
+    source = _engine_source(m)
+    flipping, real = _FlippingEpoll(source._epoll, fd, flips=1), source._epoll
+    source._epoll = flipping
+    d = Bouncer(server, m)
+    try:
+        client.sendall(b"ping")
+        run_until(lambda: d.pending == b"ping", timeout=5, map=m, use_poll=use_poll)
+        assert flipping.calls[:3] == ["register: EEXIST", "modify: ENOENT", "register"]
+        assert helpers.epoll_entry(fd) is not None
+    finally:
+        if source._epoll is flipping:  # not rebuilt (the stale entry's remedy)
+            source._epoll = real
+        d.close()
+        client.close()
+
+
+@EPOLL_ONLY
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_fd_number_that_names_another_file_at_every_call_is_taken_for_closed(use_poll: bool) -> None:
+    """When the number names another file at every try, the dispatcher's own file is
+    closed: it is reported so (POLLNVAL, as for a closed fd), loop() does not raise, and
+    nothing stays registered."""
+    m: dict[int, Any] = {}
+    client, server = socketpair()
+    fd = server.fileno()
+    source = _engine_source(m)
+    flipping, real = _FlippingEpoll(source._epoll, fd, flips=10**6), source._epoll
+    source._epoll = flipping
+    closed: list[str] = []
+
+    class Reader(Bouncer):
+        def handle_close(self) -> None:
+            closed.append("close")
+            self.close()
+
+        def handle_expt(self) -> None:
+            closed.append("expt")
+            self.close()
+
+    d = Reader(server, m)
+    try:
+        run_until(lambda: not m, timeout=5, map=m, use_poll=use_poll)
+        assert closed and flipping.calls == ["register: EEXIST", "modify: ENOENT"] * 2
+        assert helpers.epoll_entry(fd) is None and source.record(fd) is None
+    finally:
+        if source._epoll is flipping:  # not rebuilt (the stale entry's remedy)
+            source._epoll = real
+        d.close()
+        client.close()
 
 
 def test_handlers_of_two_threads_keep_their_own_wakeups() -> None:

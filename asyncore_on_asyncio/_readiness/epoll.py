@@ -42,6 +42,7 @@ the same fd): the record is removed (DEL) first, then the caller closes the fd.
 from __future__ import annotations
 
 import asyncio
+import errno
 import select
 import threading
 from collections.abc import Callable
@@ -128,34 +129,49 @@ class EpollSource(SourceBase):
             self._ctl(rec, want)
 
     def _ctl(self, rec: Record, want: int) -> None:
-        # Called with the lock held.
+        """Make the kernel hold ``want`` for ``rec`` (called with the lock held).
+
+        ``rec.mask`` is read again here: a ``close()`` in another thread may have
+        unregistered the fd since the caller looked (registering it again, even with
+        no events, would leave an entry no record holds).  The fd number may name
+        another file at each call while another thread closes and opens files, so a
+        failed call is retried a few times with what it told us.
+        """
+        held = rec.mask
+        if want == held:
+            return
         epoll = self._epoll
         fd = rec.fd
-        try:
-            if not rec.mask:
-                epoll.register(fd, want)
-            elif want:
-                epoll.modify(fd, want)
-            else:
-                epoll.unregister(fd)
-        except FileExistsError:
-            # EEXIST: this file is in the epoll already (another record was made for the
-            # same socket); take it over.
-            epoll.modify(fd, want)
-        except FileNotFoundError:
-            # ENOENT: the number now names another file; the old file's entry may live on
-            # (a dup keeps it open): rebuild, and register this file afresh.
-            self._stale = True
-            rec.mask = 0
-            if want:
-                self._ctl(rec, want)
+        for _ in range(4):
+            try:
+                if not held:
+                    epoll.register(fd, want)
+                elif want:
+                    epoll.modify(fd, want)
+                else:
+                    epoll.unregister(fd)
+            except FileExistsError:
+                held = want  # this file is in the epoll already: modify its entry
+                continue
+            except FileNotFoundError:
+                # ENOENT: the number now names another file; the old file's entry may live
+                # on (a dup keeps it open): rebuild, and register this file afresh.
+                self._stale = True
+                held = 0
+                if want:
+                    continue
+            except OSError as exc:
+                # EPERM (a regular file) or EBADF (closed; a dup may keep its entry alive).
+                self._stale = self._stale or not isinstance(exc, PermissionError)
+                self._refused(rec, exc)
+                return
+            rec.mask = want
             return
-        except OSError as exc:
-            # EPERM (a regular file) or EBADF (closed; a dup may keep its entry alive).
-            self._stale = self._stale or not isinstance(exc, PermissionError)
-            self._refused(rec, exc)
-            return
-        rec.mask = want
+        # The number named another file at every call: another thread is closing and
+        # opening files, and this record's own file is closed (an open one keeps its
+        # number).  Treated as closed, as for EBADF.
+        self._stale = True
+        self._refused(rec, OSError(errno.EBADF, "the fd was closed and reused meanwhile"))
 
     def _unwatch(self, rec: Record) -> None:
         if rec.mask:
@@ -167,8 +183,7 @@ class EpollSource(SourceBase):
         rec = self._records.get(fd)
         if rec is not None and rec.obj is obj and rec.mask:
             with self._lock:
-                if rec.mask:
-                    self._ctl(rec, 0)
+                self._ctl(rec, 0)
 
     def _rebuild(self) -> None:
         """A new epoll from the records: entries of fds closed behind our back are gone."""
