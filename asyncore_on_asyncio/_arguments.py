@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import select
 
-__all__ = ["cycles", "poll_milliseconds", "poll_seconds", "select_timeout"]
+__all__ = ["PLAIN_LIMIT", "cycles", "poll_milliseconds", "poll_seconds", "select_timeout"]
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # poll()'s C int of milliseconds
 _NS_MIN, _NS_MAX = -(2**63), 2**63 - 1  # CPython's time type: int64 nanoseconds
@@ -45,7 +45,7 @@ def _judge_by_select(timeout: float | None) -> None:
         pass
 
 
-_PLAIN_LIMIT = 1e9
+PLAIN_LIMIT = 1e9
 """Seconds below which a non-negative int or float timeout is one ``select()`` accepts."""
 
 
@@ -53,7 +53,7 @@ def select_timeout(timeout: float | None) -> float | None:
     """``timeout`` for a ``select()``-style cycle, in seconds, or what ``select()`` raised."""
     if timeout is None:
         return None
-    if type(timeout) in (float, int) and 0 <= timeout < _PLAIN_LIMIT:
+    if type(timeout) in (float, int) and 0 <= timeout < PLAIN_LIMIT:
         return float(timeout)  # the common case, decided without asking select()
     _judge_by_select(timeout)
     return float(timeout)

@@ -141,7 +141,7 @@ class Driver:
     # -- a run: begin, cycles, continue in the loop, end ----------------------------------
 
     def begin(self, timeout: float | None, use_poll: bool, count: int | None) -> None:
-        self._timeout = None if timeout is None else max(0.0, timeout)
+        self._timeout = timeout if timeout is None or timeout > 0.0 else 0.0
         self._count = count
         write_bits = WRITE | (0 if use_poll else PRIORITY)
         if write_bits != self.scanner.write_bits:
@@ -178,14 +178,14 @@ class Driver:
         scan = self._scan
         source = self.engine.source
         engine = self.engine
-        burst_end = time() + BURST_SECONDS
+        now = time()
+        burst_end = now + BURST_SECONDS
         while True:
             if engine.failures:
                 engine.raise_failures()  # spawned tasks' failures, in this frame
             if not self.map:
                 return _DONE
             if not self._mid_cycle:
-                now = time()
                 scan(now)
                 self._deadline = None if self._timeout is None else now + self._timeout
                 self._mid_cycle = True
@@ -195,9 +195,11 @@ class Driver:
             ready = source.collect(self)
             if not ready:
                 deadline = self._deadline
-                if deadline is None or time() < deadline:
+                if deadline is None:
                     return _WAIT
-                if self._timeout:
+                if self._timeout:  # (timeout=0: the deadline has passed)
+                    if time() < deadline:
+                        return _WAIT
                     scanner.idle()  # it waited in vain: a good time to check everything
             self._mid_cycle = False
             if ready:
@@ -208,7 +210,8 @@ class Driver:
                     return _DONE
             if not self.map:
                 return _DONE
-            if time() >= burst_end:
+            now = time()
+            if now >= burst_end:
                 return _YIELD
 
     def _dispatch(self, ready: dict[int, int]) -> None:
@@ -331,7 +334,14 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
     driver.begin(timeout, use_poll, count)
     try:
         while True:
-            state = _cycles_here(engine, driver)
+            # The cycles run in this frame, their handlers seeing the engine loop as the
+            # running loop (as they do when cycles run inside it): get_running_loop() and
+            # create_task() work there, and a nested loop() is recognised.
+            _set_running_loop(engine.loop)
+            try:
+                state = driver.cycles()
+            finally:
+                _set_running_loop(None)
             if state == _WAIT:
                 _wait_in_loop(engine, driver)
                 break
@@ -343,17 +353,6 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
         driver.end()
     if not map:
         _retire(engine, driver)
-
-
-def _cycles_here(engine: Engine, driver: Driver) -> int:
-    """``driver.cycles()`` in the caller's frame, its handlers seeing the engine loop as the
-    running loop (as they do when cycles run inside it): ``asyncio.get_running_loop()``
-    and ``asyncio.create_task()`` work there, and a nested ``loop()`` is recognised."""
-    _set_running_loop(engine.loop)
-    try:
-        return driver.cycles()
-    finally:
-        _set_running_loop(None)
 
 
 def _wait_in_loop(engine: Engine, driver: Driver) -> None:

@@ -128,11 +128,14 @@ def loop(
     use_poll = bool(use_poll)
     if not map:
         return
-    cycles = _arguments.cycles(count)
+    # The common argument types are judged here, without a call (host loops call this often).
+    cycles = (count if count > 0 else 0) if type(count) is int else _arguments.cycles(count)
     if cycles == 0:
         return
     if use_poll and _HAS_POLL:
         seconds = _arguments.poll_seconds(_arguments.poll_milliseconds(timeout))
+    elif (type(timeout) is float or type(timeout) is int) and 0 <= timeout < _arguments.PLAIN_LIMIT:
+        seconds = timeout + 0.0
     else:
         seconds = _arguments.select_timeout(timeout)
     _driver.run(map, seconds, use_poll, cycles)
