@@ -30,7 +30,7 @@ from ._readiness import (
     READ,
     WRITE,
 )
-from ._scan import Batch, BatchEntry, fd_of_key, wanted
+from ._scan import Batch, fd_of_key, wanted
 
 __all__ = ["STOCK", "DispatchBatch", "Handlers", "Handling", "dispatch_batch", "run_nested"]
 
@@ -75,8 +75,26 @@ def dispatch_batch(
     """
     if use_poll:
         _dispatch_poll(holder, map, batch, revents, handlers.readwrite)
-    else:
+    elif len(batch) != 1:
         _dispatch_select(holder, map, batch, revents, handlers)
+    else:  # the common case, one object's events in _dispatch_select's order, inline
+        key, fd, obj, events = batch[0]
+        flags = revents.get(fd, 0)
+        get = map.get
+        if flags & POLLNVAL:
+            if get(key) is obj:
+                holder.handling = obj
+                handlers.readwrite(obj, POLLNVAL)
+            return
+        if events & READ and flags & _SELECT_READ and get(key) is obj:
+            holder.handling = obj
+            handlers.read(obj)
+        if events & WRITE and flags & _SELECT_WRITE and get(key) is obj:
+            holder.handling = obj
+            handlers.write(obj)
+        if events & PRIORITY and flags & POLLPRI and get(key) is obj:
+            holder.handling = obj
+            handlers.exception(obj)
 
 
 def _dispatch_poll(
@@ -99,9 +117,6 @@ def _dispatch_select(
     holder: Handling, map: dict[Any, Any], batch: Batch, revents: dict[int, int], handlers: Handlers
 ) -> None:
     get = map.get
-    if len(batch) == 1:
-        _dispatch_select_one(holder, get, batch[0], revents, handlers)
-        return
     read, write, exception, readwrite = handlers
     flags_of = revents.get
     reads = []
@@ -138,32 +153,6 @@ def _dispatch_select(
             # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
             holder.handling = obj
             readwrite(obj, POLLNVAL)
-
-
-def _dispatch_select_one(
-    holder: Handling,
-    get: Callable[[Any], Any],
-    entry: BatchEntry,
-    revents: dict[int, int],
-    handlers: Handlers,
-) -> None:
-    """One object's events, as :func:`_dispatch_select` orders them (the common case)."""
-    key, fd, obj, events = entry
-    flags = revents.get(fd, 0)
-    if flags & POLLNVAL:
-        if get(key) is obj:
-            holder.handling = obj
-            handlers.readwrite(obj, POLLNVAL)
-        return
-    if events & READ and flags & _SELECT_READ and get(key) is obj:
-        holder.handling = obj
-        handlers.read(obj)
-    if events & WRITE and flags & _SELECT_WRITE and get(key) is obj:
-        holder.handling = obj
-        handlers.write(obj)
-    if events & PRIORITY and flags & POLLPRI and get(key) is obj:
-        holder.handling = obj
-        handlers.exception(obj)
 
 
 class _Nested:

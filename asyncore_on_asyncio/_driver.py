@@ -202,8 +202,13 @@ class Driver:
                         return _WAIT
                     scanner.idle()  # it waited in vain: a good time to check everything
             self._mid_cycle = False
-            if ready:
-                self._dispatch(ready)
+            if ready and (batch := scanner.batch(ready)):
+                self.dispatching = True
+                try:
+                    self._dispatch_batch(self, self.map, batch, ready, self._use_poll)
+                finally:
+                    self.dispatching = False
+                    self.handling = None
             if self._count is not None:
                 self._count -= 1
                 if self._count <= 0:
@@ -213,17 +218,6 @@ class Driver:
             now = time()
             if now >= burst_end:
                 return _YIELD
-
-    def _dispatch(self, ready: dict[int, int]) -> None:
-        batch = self.scanner.batch(ready)
-        if not batch:
-            return
-        self.dispatching = True
-        try:
-            self._dispatch_batch(self, self.map, batch, ready, self._use_poll)
-        finally:
-            self.dispatching = False
-            self.handling = None
 
     def continue_in_loop(self, state: int, on_done: Callable[[BaseException | None], None]) -> None:
         """Go on as event-loop callbacks; ``on_done(exc)`` when the run ends (``None``: done)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from ._classflags import PerClass
 from ._readiness import INVALID, PRIORITY, READ, WRITE, Owner, Record, SourceBase
@@ -176,19 +176,17 @@ class Scanner:
         self._full_scan_needed = True
 
     def scan(self, now: float) -> None:
-        if not self._incremental:
-            self._scan_all(now)
-        elif self._full_scan_needed or now >= self._next_full_scan:
-            self._scan_all(now)
-        elif self._dirty or len(self._position) != len(self.map):
-            if not self._scan_changed():
-                self._scan_all(now)
-        # else nothing changed: the common case of a host loop stepping an idle map
+        """Ask the objects of the map what they want, and apply the answers to the source.
 
-    # -- full scans -----------------------------------------------------------------------
-
-    def _scan_all(self, now: float) -> None:
-        # The hot path of maps with user-defined predicates: every object, every cycle.
+        Incremental scans ask only the objects marked since the previous scan; full
+        scans (user predicates: every cycle) ask every object in map order.
+        """
+        if self._incremental and not (self._full_scan_needed or now >= self._next_full_scan):
+            if not self._dirty and len(self._position) == len(self.map):
+                return  # nothing changed: the common case of a host loop stepping an idle map
+            if self._scan_changed():
+                return
+        # A full scan, the hot path of maps with user-defined predicates.
         keys = list(self.map)
         objs = list(self.map.values())
         write_bits = self.write_bits
@@ -211,8 +209,19 @@ class Scanner:
             # The same objects under the same fds as at the previous scan: apply what changed.
             previous, self._wanted = self._wanted, wanted
             if wanted != previous:
-                for index in _differences(wanted, previous):
-                    self._apply_answer(keys[index], objs[index], wanted[index], index)
+                records = self.owner.records
+                update = self.source.update
+                if len(wanted) <= _BLOCK:
+                    changed: Iterable[int] = [i for i in range(len(wanted)) if wanted[i] != previous[i]]
+                else:
+                    changed = _differences(wanted, previous)
+                for index in changed:
+                    events = wanted[index]
+                    rec = records.get(keys[index])
+                    if events and rec is not None and rec.obj is objs[index]:
+                        update(rec, events)  # the hot case: a wish to write turned on or off
+                    else:
+                        self._apply_answer(keys[index], objs[index], events, index)
             return
         self._apply_scan(keys, objs, wanted, verify)
         if verify:
@@ -386,19 +395,16 @@ def _fd_of(key: Any) -> int | None:
 _scan_index = operator.attrgetter("index")
 
 
-def _differences(new: list[int], old: list[int], block: int = 64) -> Iterable[int]:
-    """The indices where two lists of the same length differ, few of them expected.
+_BLOCK: Final = 64
+
+
+def _differences(new: list[int], old: list[int]) -> Iterator[int]:
+    """The indices where two long lists of the same length differ, few of them expected.
 
     Blocks are compared at C speed; only a block that differs is looked into.
     """
-    if len(new) <= block:
-        return [index for index in range(len(new)) if new[index] != old[index]]
-    return _block_differences(new, old, block)
-
-
-def _block_differences(new: list[int], old: list[int], block: int) -> Iterator[int]:
-    for start in range(0, len(new), block):
-        end = start + block
+    for start in range(0, len(new), _BLOCK):
+        end = start + _BLOCK
         if new[start:end] != old[start:end]:
             for index in range(start, min(end, len(new))):
                 if new[index] != old[index]:
