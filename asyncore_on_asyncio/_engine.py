@@ -78,11 +78,14 @@ class Engine:
         return source
 
     def _readable(self) -> bool:
-        """The source may have readiness: run the waiting drivers; whether there were any."""
-        waiting = [driver for driver in self.drivers.values() if driver.waiting]
+        """The source may have readiness: run the waiting drivers.  Whether the readiness
+        is in hand: a driver was waiting, or every driver is in a cycle (the loop runs
+        between two of a host-frame run's bursts) and collects its own fds next."""
+        drivers = self.drivers.values()
+        waiting = [driver for driver in drivers if driver.waiting]
         for driver in waiting:
             driver.readiness()
-        return bool(waiting)
+        return bool(waiting) or all(driver.in_cycle for driver in drivers)
 
     def remove(self, fd: int, obj: object) -> None:
         """In the loop's thread: unregister ``fd`` if it is registered for ``obj``."""

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from ._classflags import PerClass
-from ._readiness import INVALID, PRIORITY, READ, WRITE, Owner, Record, SourceBase
+from ._readiness import INVALID, PRIORITY, READ, WATCHED, WRITE, Owner, Record, SourceBase
 
 __all__ = ["Batch", "BatchEntry", "Scanner", "declare_stock", "fd_of_key", "is_closed"]
 
@@ -313,18 +313,23 @@ class Scanner:
         source = self.source
         entries = self._entries
         map = self.map
+        write_bits = self.write_bits
         dirty, self._dirty = self._dirty, set()
         for key in dirty:
             obj = map.get(key)
             old = entries.get(key)
             if old is not None and obj is old[2]:
-                # The common case: a dispatcher that just ran, or was pushed to, asks again.
-                events = wanted(obj, self.write_bits)
+                # The common case: a dispatcher that just ran, or was pushed to, asks again
+                # (wanted(), inline), and most often wants what it wanted.
+                events = (READ_ONLY if obj.readable() else 0) | (
+                    write_bits if obj.writable() and not obj.accepting else 0
+                )
                 rec = records.get(old[1])
                 if events and rec is not None and rec.obj is obj:
                     if events != old[3]:
                         entries[key] = (key, old[1], obj, events)
-                    source.update(rec, events)
+                    if events != rec.events or rec.kind != WATCHED:
+                        source.update(rec, events)
                     continue
             if not self._rescan_entry(key, obj):
                 return False

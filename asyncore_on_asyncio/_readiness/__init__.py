@@ -190,7 +190,10 @@ class SourceBase:
         return rec
 
     def update(self, rec: Record, events: int) -> None:
-        """Make ``rec`` want ``events``, touching the kernel only for what changed."""
+        """Make ``rec`` want ``events``, touching the kernel only for what changed.
+
+        A watched record that already wants ``events`` is left as it is: a caller may
+        skip the call then (the incremental scan does)."""
         if events == rec.events and rec.kind == WATCHED:
             return
         rec.events = events
@@ -277,7 +280,8 @@ def make_source(loop: asyncio.AbstractEventLoop, on_readable: Callable[[], bool]
     """The readiness source for ``loop``: epoll where it exists, else per-fd registrations.
 
     The epoll source calls ``on_readable()`` (in the loop) when it may have readiness
-    for a waiting owner; it returns whether an owner was waiting.  The fallback runs
+    for a waiting owner; it returns whether that readiness is in hand (an owner was
+    waiting, or every owner is in a cycle and collects its fds itself).  The fallback runs
     the owner of each fd directly.
     """
     choice = os.environ.get(READINESS_ENV_VAR, "").strip().lower()

@@ -263,7 +263,7 @@ class EpollSource(SourceBase):
             self._drain()
 
     def _drain(self) -> None:
-        """No owner is waiting: wake the ones serving, park the others' ready fds."""
+        """Readiness nobody has in hand: wake the owners serving, park the others' ready fds."""
         if self._stale:
             self._rebuild()
         records = self._records
