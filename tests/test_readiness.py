@@ -292,6 +292,43 @@ def test_ready_fd_of_a_map_nobody_serves_does_not_spin_the_event_loop() -> None:
         client.close()
 
 
+class _Lines(asynchat.async_chat):
+    """Stock predicates (incremental scans); keeps the lines it reads."""
+
+    def __init__(self, sock: socket.socket, map: dict[int, Any]) -> None:
+        super().__init__(sock, map=map)
+        self.set_terminator(b"\n")
+        self.lines: list[bytes] = []
+        self._part: list[bytes] = []
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self._part.append(data)
+
+    def found_terminator(self) -> None:
+        self.lines.append(b"".join(self._part))
+        self._part = []
+
+
+def test_parked_fd_of_an_incremental_map_is_served_by_the_next_cycle() -> None:
+    """The same with stock predicates: the parked fd is registered again by the next
+    scan, which asks only what changed, so the very next cycle serves it (not the
+    verifying full scan a second later)."""
+    m: dict[int, Any] = {}
+    client, server = socketpair()
+    chat = _Lines(server, m)
+    try:
+        asyncore.loop(timeout=0, map=m, count=1)  # registered for reading, nothing read
+        client.send(b"ping\n")
+        helpers.wait_readable(server)
+        loop = asyncore_on_asyncio.get_event_loop()
+        loop.run_until_complete(asyncio.sleep(0.05))  # nobody serves m: the fd is parked
+        asyncore.loop(timeout=2, map=m, count=1)
+        assert chat.lines == [b"ping"]
+    finally:
+        chat.close()
+        client.close()
+
+
 @EPOLL_ONLY
 def test_fd_closed_behind_the_back_with_a_dup_alive_is_recovered() -> None:
     """A file_dispatcher's fd (its own dup) closed behind the engine's back while the
