@@ -8,6 +8,10 @@ cost per operation and as a ratio to pyasyncore with ``select()`` in the same ru
 * ``step-1``: a host application calls ``loop(timeout=0, count=1)`` again and again with
   one idle ``async_chat`` dispatcher; microseconds per call.
 * ``step-100``: the same with 100 idle ``async_chat`` dispatchers.
+* ``echo-100``: W1's ``async_chat`` ping-pong in one process: 100 socketpairs, on one
+  end a line echo, on the other a client that pushes its next 64-byte line when the
+  echo is back; microseconds per round trip (two lines handled, every cycle serving
+  many ready dispatchers).
 * ``churn``: connections churned through one listener (``--churn N``, default 20,000;
   the issue's figure is 100,000): each accepted by a listening dispatcher, its line echoed
   by an ``async_chat`` that then closes; the clients are the reliability suite's
@@ -38,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-MEASUREMENTS = ("bounce", "step-1", "step-100", "churn")
+MEASUREMENTS = ("bounce", "step-1", "step-100", "echo-100", "churn")
 CLIENTS = HERE.parent / "tests" / "reliability" / "_line_clients.py"
 FROZEN = ("pyasyncore-select", "pyasyncore-poll")
 
@@ -146,6 +150,60 @@ def _step(asyncore: Any, asynchat: Any, use_poll: bool, idle: int, seconds: floa
     return elapsed / calls * 1e6
 
 
+def _echo(asyncore: Any, asynchat: Any, use_poll: bool, pairs: int, seconds: float) -> float:
+    line = b"x" * 63 + b"\n"
+    done = [0]
+    stop_at = [float("inf")]
+
+    class Echo(asynchat.async_chat):
+        def __init__(self, sock: socket.socket, map: dict[int, Any]) -> None:
+            super().__init__(sock, map)
+            self.set_terminator(b"\n")
+            self.received: list[bytes] = []
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            self.received.append(data)
+
+        def found_terminator(self) -> None:
+            got = b"".join(self.received)
+            self.received = []
+            self.push(got + b"\n")
+
+    class Client(Echo):
+        def found_terminator(self) -> None:
+            self.received = []
+            done[0] += 1
+            if time.perf_counter() >= stop_at[0]:
+                raise asyncore.ExitNow()
+            self.push(line)
+
+    map: dict[int, Any] = {}
+    clients = []
+    for _ in range(pairs):
+        mine, theirs = socket.socketpair()
+        Echo(mine, map)
+        clients.append(Client(theirs, map))
+    try:
+        for client in clients:
+            client.push(line)
+        stop_at[0] = time.perf_counter() + 0.2  # warm up
+        try:
+            asyncore.loop(timeout=1.0, use_poll=use_poll, map=map)
+        except asyncore.ExitNow:
+            pass
+        done[0] = 0
+        start = time.perf_counter()
+        stop_at[0] = start + seconds
+        try:
+            asyncore.loop(timeout=1.0, use_poll=use_poll, map=map)
+        except asyncore.ExitNow:
+            pass
+        elapsed = time.perf_counter() - start
+    finally:
+        asyncore.close_all(map)
+    return elapsed / done[0] * 1e6
+
+
 def _vm_rss_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -219,6 +277,8 @@ def worker(variant: str, measurement: str, seconds: float) -> float:
         return _bounce(asyncore, use_poll, seconds)
     if measurement.startswith("churn"):
         return _churn(asyncore, asynchat, use_poll, int(measurement.split(":")[1]))
+    if measurement.startswith("echo"):
+        return _echo(asyncore, asynchat, use_poll, int(measurement.split("-")[1]), seconds)
     idle = int(measurement.split("-")[1])
     return _step(asyncore, asynchat, use_poll, idle, seconds)
 
