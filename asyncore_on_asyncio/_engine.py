@@ -79,13 +79,14 @@ class Engine:
 
     def _readable(self) -> bool:
         """The source may have readiness: run the waiting drivers.  Whether the readiness
-        is in hand: a driver was waiting, or every driver is in a cycle (the loop runs
-        between two of a host-frame run's bursts) and collects its own fds next."""
+        is in hand: a driver was waiting, or there are drivers and every one is in a
+        cycle (the loop runs between two of a host-frame run's bursts) and collects its
+        own fds next.  With no driver at all, nobody would: the source drains."""
         drivers = self.drivers.values()
         waiting = [driver for driver in drivers if driver.waiting]
         for driver in waiting:
             driver.readiness()
-        return bool(waiting) or all(driver.in_cycle for driver in drivers)
+        return bool(waiting) or (bool(drivers) and all(driver.in_cycle for driver in drivers))
 
     def remove(self, fd: int, obj: object) -> None:
         """In the loop's thread: unregister ``fd`` if it is registered for ``obj``."""

@@ -379,6 +379,35 @@ def test_fd_closed_behind_the_back_with_a_dup_alive_is_recovered() -> None:
 
 
 @EPOLL_ONLY
+def test_stale_entry_left_when_the_last_map_empties_does_not_spin_the_event_loop() -> None:
+    """The same stale entry, left behind when its dispatcher leaves the map and no map is
+    served any more: coroutines on the engine loop then find the epoll's fd readable, with
+    no driver to collect it; the entry is dropped there, not reported in a busy loop."""
+    r, w = os.pipe()
+    m: dict[int, Any] = {}
+
+    class Reader(asyncore.file_dispatcher):
+        def writable(self) -> bool:
+            return False
+
+    d = Reader(r, map=m)
+    try:
+        asyncore.loop(timeout=0, map=m, count=1)
+        os.close(d.socket.fd)  # behind the engine's back; r keeps the pipe open
+        os.write(w, b"data")
+        d.del_channel()  # cannot unregister the closed fd; the map is empty now
+        loop = asyncore_on_asyncio.get_event_loop()
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        loop.run_until_complete(asyncio.sleep(0.3))
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        assert used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime < 0.15
+    finally:
+        d.socket.fd = -1  # already closed by hand
+        os.close(r)
+        os.close(w)
+
+
+@EPOLL_ONLY
 def test_socket_closed_from_another_thread_does_not_upset_the_loop(loop_kind: str) -> None:
     """``d.socket.close()`` from another thread while loop() waits: libuv never sees a
     dispatcher fd, so nothing aborts; the dispatcher gets handle_close() (POLLNVAL)."""
