@@ -66,6 +66,18 @@ def _modules(variant: str) -> tuple[Any, Any]:
     return asyncore, asynchat
 
 
+def _run_for(asyncore: Any, use_poll: bool, map: dict[int, Any], stop_at: list[float], seconds: float) -> float:
+    """Run ``loop()`` on ``map`` until a handler, seeing ``stop_at[0]`` passed, raises
+    ExitNow ``seconds`` from now; the seconds it ran."""
+    start = time.perf_counter()
+    stop_at[0] = start + seconds
+    try:
+        asyncore.loop(timeout=1.0, use_poll=use_poll, map=map)
+    except asyncore.ExitNow:
+        pass
+    return time.perf_counter() - start
+
+
 def _bounce(asyncore: Any, use_poll: bool, seconds: float) -> float:
     message = b"x" * 64
     done = [0]
@@ -99,13 +111,7 @@ def _bounce(asyncore: Any, use_poll: bool, seconds: float) -> float:
     try:
         asyncore.loop(timeout=1.0, use_poll=use_poll, map=map, count=2000)  # warm up
         done[0] = 0
-        start = time.perf_counter()
-        stop_at[0] = start + seconds
-        try:
-            asyncore.loop(timeout=1.0, use_poll=use_poll, map=map)
-        except asyncore.ExitNow:
-            pass
-        elapsed = time.perf_counter() - start
+        elapsed = _run_for(asyncore, use_poll, map, stop_at, seconds)
     finally:
         a.close()
         b.close()
@@ -186,19 +192,9 @@ def _echo(asyncore: Any, asynchat: Any, use_poll: bool, pairs: int, seconds: flo
     try:
         for client in clients:
             client.push(line)
-        stop_at[0] = time.perf_counter() + 0.2  # warm up
-        try:
-            asyncore.loop(timeout=1.0, use_poll=use_poll, map=map)
-        except asyncore.ExitNow:
-            pass
+        _run_for(asyncore, use_poll, map, stop_at, 0.2)  # warm up
         done[0] = 0
-        start = time.perf_counter()
-        stop_at[0] = start + seconds
-        try:
-            asyncore.loop(timeout=1.0, use_poll=use_poll, map=map)
-        except asyncore.ExitNow:
-            pass
-        elapsed = time.perf_counter() - start
+        elapsed = _run_for(asyncore, use_poll, map, stop_at, seconds)
     finally:
         asyncore.close_all(map)
     return elapsed / done[0] * 1e6
