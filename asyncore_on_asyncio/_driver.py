@@ -50,7 +50,7 @@ from time import monotonic
 from typing import Any, Final, Protocol
 
 from ._dispatch import DispatchBatch, dispatch_batch, run_nested
-from ._engine import Engine, engine_for, forget_engine, thread_engine, thread_engine_or_none
+from ._engine import Engine, dispatching, engine_for, forget_engine, thread_engine, thread_engine_or_none
 from ._readiness import PRIORITY, WRITE, Record
 from ._scan import Scanner
 
@@ -96,8 +96,6 @@ class Driver:
         self.in_cycle = False
         self.waiting = False
         self.dispatching = False
-        self.handling: object = None
-        """The object whose handler runs now: its own changes need no notification."""
         self.scanner = Scanner(self, engine.source, map)
         self._scan: Callable[[float], None] = self.scanner.scan
         self._dispatch_batch: DispatchBatch = dispatch_batch
@@ -205,10 +203,10 @@ class Driver:
             if ready and (batch := scanner.batch(ready)):
                 self.dispatching = True
                 try:
-                    self._dispatch_batch(self, self.map, batch, ready, self._use_poll)
+                    self._dispatch_batch(dispatching, self.map, batch, ready, self._use_poll)
                 finally:
                     self.dispatching = False
-                    self.handling = None
+                    dispatching.handling = None
             if self._count is not None:
                 self._count -= 1
                 if self._count <= 0:

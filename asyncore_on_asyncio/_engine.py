@@ -52,7 +52,6 @@ class MapDriver(Owner, Protocol):
     """What the engine needs from the driver of one map (see :mod:`._driver`)."""
 
     map: dict[Any, Any]
-    handling: object
 
     def changed(self, key: Any = None) -> None: ...
 
@@ -156,11 +155,14 @@ _engines: dict[asyncio.AbstractEventLoop, Engine] = {}
 _engines_lock = threading.Lock()
 _engine_list: tuple[Engine, ...] = ()
 """A snapshot of ``_engines``' values, safe to iterate from any thread (notifications)."""
+_sole_engine = False
+"""``_engine_list`` holds exactly one engine: every dispatch runs in its loop's thread."""
 
 
 def _publish() -> None:
-    global _engine_list
+    global _engine_list, _sole_engine
     _engine_list = tuple(_engines.values())
+    _sole_engine = len(_engine_list) == 1
 
 
 def engine_for(loop: asyncio.AbstractEventLoop) -> Engine:
@@ -369,12 +371,30 @@ def close_socket(sock: Any, fd: int | None) -> None:
     sock.close()
 
 
+class Dispatching:
+    """Whose handler runs now: the drivers' dispatch sets ``handling``, ``None`` between batches.
+
+    One for the process: it is trusted only while there is one engine (one thread
+    dispatches), so two threads' dispatches overwriting it cost wake-ups, never lose one.
+    """
+
+    handling: object = None
+
+
+dispatching = Dispatching()
+
+
 def interest_changed(obj: object) -> None:
     """``obj``'s ``readable()``/``writable()`` may have changed: a waiting cycle re-asks at once.
 
-    Called for every ``push()``: the common cases are kept short.  A change that
-    ``obj``'s own handler makes needs no notification (it is asked again after it).
+    Called for every ``push()``: the common case is one test.  A change that ``obj``'s
+    own handler makes, with one engine in the process, needs no notification: the
+    driver that dispatched ``obj`` asks it again after the handler.  With more
+    engines the drivers of ``obj``'s map in other threads are told, and the one in
+    this thread marks it to be asked again.
     """
+    if dispatching.handling is obj and _sole_engine:
+        return
     map = getattr(obj, "_map", None)
     if not _engine_list or map is None:
         return
@@ -386,8 +406,7 @@ def interest_changed(obj: object) -> None:
             continue
         key = getattr(obj, "_fileno", None)
         if engine.thread_id == me:
-            if driver.handling is not obj:
-                driver.changed(key)
+            driver.changed(key)
             continue
         try:
             engine.loop.call_soon_threadsafe(engine.apply_change, map_id, key, None, obj)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncore_on_asyncio
-from asyncore_on_asyncio import _engine, asyncore
+from asyncore_on_asyncio import _engine, asynchat, asyncore
 from tests.helpers import socketpair
 
 
@@ -222,3 +222,65 @@ def test_dispatchers_closed_from_another_thread_while_loop_waits() -> None:
     assert not thread.is_alive() and errors == []
     assert m == {}
     keep_b.close()
+
+
+def test_push_after_moving_into_another_threads_map_is_written_by_that_thread_at_once() -> None:
+    """A handler moves its own async_chat into a map that another thread's loop() serves,
+    waits until that thread has asked it (nothing to send yet), then pushes more than the
+    socket takes: the other thread is told and writes the rest at once, not after its 30 s
+    timeout.  (A push from an object's own handler goes unannounced only while one engine
+    exists: the driver that dispatched it asks it again; another thread's driver would not.)"""
+    home: dict[int, Any] = {}
+    away: dict[int, Any] = {}
+    keep_a, keep_b = socketpair()
+    Collect(keep_a, away, 10**9)  # keeps ``away`` non-empty; never gets data
+    a, b = socketpair()
+    payload = b"q" * 4_000_000
+    asked_away = threading.Event()
+    moved: list[bool] = []
+    server: list[threading.Thread] = []
+
+    class Mover(asynchat.async_chat):
+        def writable(self) -> bool:
+            wants = super().writable()
+            if not wants and threading.current_thread() in server:
+                asked_away.set()  # the other thread's scan: registered without write interest
+            return wants
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            pass
+
+        def found_terminator(self) -> None:
+            sock = self.socket
+            self.del_channel()
+            self._map = away  # as in 3.11, add_channel(map) alone would leave _map as it was
+            self.set_socket(sock)
+            moved.append(asked_away.wait(5))
+            self.push(payload)
+
+    mover = Mover(a, map=home)
+    mover.set_terminator(b"\n")
+    thread, errors = in_thread(lambda: asyncore.loop(timeout=30, map=away))
+    server.append(thread)
+    received = bytearray()
+    try:
+        wait_until_served(away)
+        b.sendall(b"go\n")
+        asyncore.loop(timeout=5, map=home, count=1)
+        assert moved == [True] and home == {}
+        b.setblocking(True)
+        b.settimeout(5)
+        while len(received) < len(payload):
+            chunk = b.recv(1 << 20)
+            assert chunk, "the mover closed before sending everything"
+            received += chunk
+    except TimeoutError:
+        raise AssertionError(f"{len(received)} of {len(payload)} bytes arrived; the rest waits") from None
+    finally:
+        asyncore.close_all(home)
+        asyncore.close_all(away)
+        thread.join(5)
+        b.close()
+        keep_b.close()
+    assert received == payload
+    assert not thread.is_alive() and errors == []
