@@ -172,9 +172,9 @@ def run_nested(
     while map and (count is None or count > 0):
         batch: Batch = []
         for key, obj in list(map.items()):
-            fd = key if type(key) is int else fd_of_key(key)
-            events = 0 if fd is None else wanted(obj, write_bits)
-            if fd is not None and events:
+            events = wanted(obj, write_bits)
+            fd = None if not events else key if type(key) is int else fd_of_key(key)
+            if fd is not None:
                 batch.append((key, fd, obj, events))
         pollster = select.poll()
         for _, fd, _, events in batch:

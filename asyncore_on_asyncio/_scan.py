@@ -61,7 +61,14 @@ def declare_stock(
 
 
 def fd_of_key(key: Any) -> int | None:
-    fd = key.fileno()
+    """The fd of a map key that is not an int; TypeError (select()'s and poll()'s error in
+    3.11) for a key with no ``fileno()``, such as the ``None`` that del_channel() followed
+    by add_channel() files a dispatcher under."""
+    try:
+        fileno = key.fileno
+    except AttributeError:
+        raise TypeError(f"socket map key {key!r} is neither an int nor has a fileno() method") from None
+    fd = fileno()
     # Not (yet) a usable fd: skipped, asked again next cycle.
     return fd if type(fd) is int and fd >= 0 else None
 
@@ -271,8 +278,9 @@ class Scanner:
             if type(key) is int:
                 fd = key
             else:
+                # Resolved only when wanted: 3.11 handed select()/poll() only those keys.
                 int_keys = False
-                key_fd = fd_of_key(key)
+                key_fd = fd_of_key(key) if events else None
                 if key_fd is None:
                     all_known = False
                     continue
@@ -349,7 +357,7 @@ class Scanner:
         if obj is None:
             self._position.pop(key, None)
             return True
-        fd = _fd_of(key)
+        fd = key if type(key) is int else None  # other keys: the full scan resolves them
         if fd is None or not _known(obj):
             return False
         if key not in self._position:

@@ -420,6 +420,88 @@ def test_escaping_errors(use_poll: bool) -> None:
     assert ("raised", "ZeroDivisionError", "handle_error failed", 1) in outcome.trace
 
 
+def scenario_key_without_fd(ac: Any, ach: Any, run: Run) -> Any:
+    """A 3.11-era mistake: del_channel() then add_channel() files the dispatcher under
+    ``None`` (del_channel() forgot its fd).  loop() raises TypeError, as select() and
+    poll() did on such a key; once the entry is gone the next loop() serves the map."""
+
+    class Chan(tracing(ac.dispatcher, run)):  # type: ignore[misc]
+        role = "chan"
+
+        def writable(self) -> bool:
+            return False
+
+        def handle_read(self) -> None:
+            run.record(self.role, "read", self.recv(8))
+
+    mine, peer = run.tcp_pair()
+    good = Chan(mine, run.map)
+    other, other_peer = run.tcp_pair()
+    lost = Chan(other, run.map)
+    lost.role = "lost"
+    lost.del_channel()
+    lost.add_channel()
+    run.record("keys", sorted(map(repr, run.map)))
+    for _ in range(2):
+        try:
+            run.step()
+        except Exception as exc:
+            run.record("raised", type(exc).__name__, len(run.map))
+        else:
+            run.record("returned")
+    del run.map[None]
+    peer.sendall(b"abc")
+    run.wait_pending(mine, 3)
+    run.step()
+    good.close()
+    return sorted(run.map)
+
+
+def test_key_without_fd(use_poll: bool) -> None:
+    outcome = assert_same_behaviour(scenario_key_without_fd, use_poll)
+    assert outcome.trace.count(("raised", "TypeError", 2)) == 2
+    assert ("chan", "read", b"abc") in outcome.trace
+
+
+def scenario_idle_key_without_fd(ac: Any, ach: Any, run: Run) -> Any:
+    """The same ``None`` key under a dispatcher that wants nothing: 3.11 never handed it to
+    select()/poll(), so neither loop() nor a loop() nested in a handler raises."""
+
+    class Chan(tracing(ac.dispatcher, run)):  # type: ignore[misc]
+        role = "chan"
+        wants = True
+
+        def readable(self) -> bool:
+            return self.wants
+
+        def writable(self) -> bool:
+            return False
+
+        def handle_read(self) -> None:
+            run.record(self.role, "read", self.recv(8))
+            ac.loop(timeout=0, use_poll=run.use_poll, map=run.map, count=1)
+            run.record(self.role, "nested loop returned")
+
+    mine, peer = run.tcp_pair()
+    good = Chan(mine, run.map)
+    other, _ = run.tcp_pair()
+    idle = Chan(other, run.map)
+    idle.role, idle.wants = "idle", False
+    idle.del_channel()
+    idle.add_channel()
+    peer.sendall(b"abc")
+    run.wait_pending(mine, 3)
+    run.step()
+    del run.map[None]
+    good.close()
+    return sorted(run.map)
+
+
+def test_idle_key_without_fd(use_poll: bool) -> None:
+    outcome = assert_same_behaviour(scenario_idle_key_without_fd, use_poll)
+    assert ("chan", "nested loop returned") in outcome.trace
+
+
 # --------------------------------------------------------------------------- interest
 
 
