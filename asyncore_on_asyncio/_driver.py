@@ -50,7 +50,14 @@ from time import monotonic
 from typing import Any, Final, Protocol
 
 from ._dispatch import DispatchBatch, dispatch_batch, run_nested
-from ._engine import Engine, dispatching, engine_for, forget_engine, thread_engine, thread_engine_or_none
+from ._engine import (
+    Engine,
+    dispatching,
+    engine_for,
+    forget_engine,
+    thread_engine,
+    thread_engine_or_none,
+)
 from ._readiness import PRIORITY, WRITE, Record
 from ._scan import Scanner
 

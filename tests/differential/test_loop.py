@@ -436,7 +436,7 @@ def scenario_key_without_fd(ac: Any, ach: Any, run: Run) -> Any:
 
     mine, peer = run.tcp_pair()
     good = Chan(mine, run.map)
-    other, other_peer = run.tcp_pair()
+    other, _ = run.tcp_pair()
     lost = Chan(other, run.map)
     lost.role = "lost"
     lost.del_channel()
