@@ -222,10 +222,6 @@ class async_chat(asyncore.dispatcher):
                 self.__send_held()
         else:
             self.__split_input()
-        if self.__in_pos:
-            # Drop the reference to the whole chunk; at most a partial terminator remains.
-            self.__in_buf = self.__in_buf[self.__in_pos :]
-            self.__in_pos = 0
 
     def __split_input(self) -> None:
         """Feed the buffered input to the callbacks, one terminator at a time.
@@ -233,48 +229,56 @@ class async_chat(asyncore.dispatcher):
         Every step re-reads the buffer state and the terminator, because each
         callback may have changed them.  Where 3.11 sliced the buffer after a
         callback it sliced the buffer *as the callback left it*; ``__advance`` and
-        ``__keep_last`` do the same to the current buffer.
+        ``__keep_last`` do the same to the current buffer.  On return no consumed
+        byte is kept: the buffer holds at most a partial terminator.
         """
         while True:
             buf = self.__in_buf
             pos = self.__in_pos
             size = len(buf) - pos
             if size <= 0:
+                if pos:  # all consumed: drop the chunk
+                    self.__in_buf = b""
+                    self.__in_pos = 0
                 return
             term: Any = self.get_terminator()
-            if not term:
-                self.__collect_all()
-            elif isinstance(term, int):
-                if size < term:
+            if type(term) is not bytes or not term:  # a byte string, the common case, is found below
+                if not term:
                     self.__collect_all()
-                    self.terminator = self.terminator - size  # type: ignore[operator]
-                else:
-                    self.collect_incoming_data(buf[pos : pos + term])
-                    self.__advance(term)
-                    self.terminator = 0
-                    self.found_terminator()
-            else:
-                # A str terminator (use_encoding off) raises TypeError here, as in 3.11.
-                index = buf.find(term, pos)
-                if index != -1:
-                    if index > pos:
-                        # An empty piece before the terminator is never reported.
-                        self.collect_incoming_data(buf[pos:index])
-                    end = index + len(term)
-                    if self.__in_buf is buf and self.__in_pos == pos:
-                        self.__in_pos = end  # the buffer is as it was: the common case
+                    continue
+                if isinstance(term, int):
+                    if size < term:
+                        self.__collect_all()
+                        self.terminator = self.terminator - size  # type: ignore[operator]
                     else:
-                        self.__advance(end - pos)
-                    self.found_terminator()
+                        self.collect_incoming_data(buf[pos : pos + term])
+                        self.__advance(term)
+                        self.terminator = 0
+                        self.found_terminator()
                     continue
-                partial = _partial_terminator_at_end(buf, pos, term)
-                if not partial:
-                    self.__collect_all()
-                    continue
-                if partial != size:
-                    self.collect_incoming_data(buf[pos : len(buf) - partial])
-                    self.__keep_last(partial)
-                return
+            # A str terminator (use_encoding off) raises TypeError here, as in 3.11.
+            index = buf.find(term, pos)
+            if index != -1:
+                if index > pos:
+                    # An empty piece before the terminator is never reported.
+                    self.collect_incoming_data(buf[pos:index])
+                end = index + len(term)
+                if self.__in_buf is buf and self.__in_pos == pos:
+                    self.__in_pos = end  # the buffer is as it was: the common case
+                else:
+                    self.__advance(end - pos)
+                self.found_terminator()
+                continue
+            partial = _partial_terminator_at_end(buf, pos, term)
+            if not partial:
+                self.__collect_all()
+                continue
+            if partial != size:
+                self.collect_incoming_data(buf[pos : len(buf) - partial])
+                self.__keep_last(partial)
+            self.__in_buf = self.__in_buf[self.__in_pos :]  # keep only the partial terminator
+            self.__in_pos = 0
+            return
 
     def __collect_all(self) -> None:
         # The argument is the very object ``ac_in_buffer`` reads as during the call.

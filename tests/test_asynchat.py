@@ -196,6 +196,22 @@ def test_partial_terminator_stays_in_ac_in_buffer() -> None:
 
 
 @pytest.mark.loop_free
+@pytest.mark.parametrize("tail", [b"", b"\r\n.", b"unfinished"], ids=["all-consumed", "partial-terminator", "partial-message"])
+def test_a_read_keeps_no_reference_to_the_consumed_chunk(tail: bytes) -> None:
+    """After handle_read(), the channel holds what is left of the received chunk (at most a
+    partial terminator, or the unfinished message), not the chunk itself: a large read
+    of many whole messages must not stay in memory until the next one."""
+    chunk = b"line\r\n.\r\n" * 100_000 + tail
+    chat = reader_class(asynchat)([chunk], observe=False)
+    chat.set_terminator(b"\r\n.\r\n")
+    before = sys.getrefcount(chunk) - 1  # the script's reference goes to the channel
+    chat.handle_read()
+    assert found_messages(chat.trace).count(b"line") == 100_000
+    assert sys.getrefcount(chunk) == before
+    assert chat.ac_in_buffer == (b"" if tail == b"unfinished" else tail)
+
+
+@pytest.mark.loop_free
 def test_empty_data_before_terminator_is_not_collected() -> None:
     trace = same_reads([b"\r\n\r\nx\r\n"], b"\r\n")
     assert [entry[0] for entry in trace] == ["recv", "found", "found", "collect", "found", "after"]
