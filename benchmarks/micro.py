@@ -1,6 +1,6 @@
 """In-process microbenchmarks of one engine cycle, against the frozen copy (pyasyncore).
 
-Three measurements, each the median of ``--rounds`` interleaved rounds, reported as the
+Measurements, each the median of ``--rounds`` interleaved rounds, reported as the
 cost per operation and as a ratio to pyasyncore with ``select()`` in the same run:
 
 * ``bounce``: two dispatchers bounce a 64-byte message over a socketpair, one ready fd
@@ -12,6 +12,11 @@ cost per operation and as a ratio to pyasyncore with ``select()`` in the same ru
   end a line echo, on the other a client that pushes its next 64-byte line when the
   echo is back; microseconds per round trip (two lines handled, every cycle serving
   many ready dispatchers).
+* ``registered-io``: no cycle at all: 64-byte ``send()``/``recv()`` round trips over a
+  socketpair whose ends are idle dispatchers after one ``loop(count=1)``, i.e. with the
+  fds registered as each engine keeps them between cycles (pyasyncore: nowhere; ours:
+  in the engine's epoll, itself watched by the event loop).  Microseconds per round
+  trip: what the kernel charges every socket call for a registration that persists.
 * ``churn``: connections churned through one listener (``--churn N``, default 20,000;
   the issue's figure is 100,000): each accepted by a listening dispatcher, its line echoed
   by an ``async_chat`` that then closes; the clients are the reliability suite's
@@ -42,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-MEASUREMENTS = ("bounce", "step-1", "step-100", "echo-100", "churn")
+MEASUREMENTS = ("bounce", "step-1", "step-100", "echo-100", "registered-io", "churn")
 CLIENTS = HERE.parent / "tests" / "reliability" / "_line_clients.py"
 FROZEN = ("pyasyncore-select", "pyasyncore-poll")
 
@@ -200,6 +205,32 @@ def _echo(asyncore: Any, asynchat: Any, use_poll: bool, pairs: int, seconds: flo
     return elapsed / done[0] * 1e6
 
 
+def _registered_io(asyncore: Any, use_poll: bool, seconds: float) -> float:
+    class Idle(asyncore.dispatcher):
+        def writable(self) -> bool:
+            return False
+
+    left, right = socket.socketpair()
+    map: dict[int, Any] = {}
+    idle = [Idle(left, map), Idle(right, map)]
+    asyncore.loop(timeout=0, use_poll=use_poll, map=map, count=1)  # the engine registers both
+    message = b"x" * 64
+    trips = 0
+    start = time.perf_counter()
+    try:
+        while (now := time.perf_counter()) - start < seconds:
+            for _ in range(1000):
+                left.send(message)
+                right.recv(4096)
+                right.send(message)
+                left.recv(4096)
+            trips += 1000
+    finally:
+        for dispatcher in idle:
+            dispatcher.close()
+    return (now - start) / trips * 1e6
+
+
 def _vm_rss_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -275,6 +306,8 @@ def worker(variant: str, measurement: str, seconds: float) -> float:
         return _churn(asyncore, asynchat, use_poll, int(measurement.split(":")[1]))
     if measurement.startswith("echo"):
         return _echo(asyncore, asynchat, use_poll, int(measurement.split("-")[1]), seconds)
+    if measurement == "registered-io":
+        return _registered_io(asyncore, use_poll, seconds)
     idle = int(measurement.split("-")[1])
     return _step(asyncore, asynchat, use_poll, idle, seconds)
 
