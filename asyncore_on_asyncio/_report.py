@@ -77,6 +77,7 @@ from types import FrameType
 from typing import IO, Any
 
 from . import _driver, _engine, _handlers
+from ._classflags import replaced_on_instance
 from ._dispatch import Handlers, dispatch_batch
 from ._handlers import POLLIN, POLLOUT, POLLPRI
 from ._report_stats import ClassStats, Histogram
@@ -207,8 +208,7 @@ class Collector:
 
     def _note_instance_predicates(self, obj: Any) -> None:
         """An object whose class is stock but that replaced ``readable``/``writable`` on itself."""
-        attrs = getattr(obj, "__dict__", None) or {}
-        replaced = {name for name in ("readable", "writable") if name in attrs}
+        replaced = {name for name in ("readable", "writable") if replaced_on_instance(obj, name)}
         if replaced:
             with self._lock:
                 self.stats(type(obj)).instance_predicates |= replaced

@@ -22,7 +22,7 @@ import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-from ._classflags import PerClass
+from ._classflags import PerClass, replaced_on_instance
 from ._readiness import INVALID, PRIORITY, READ, WATCHED, WRITE, Owner, Record, SourceBase
 
 __all__ = ["Batch", "BatchEntry", "Scanner", "declare_stock", "fd_of_key", "is_closed"]
@@ -94,8 +94,7 @@ def _known(obj: Any) -> bool:
     """Are ``obj``'s predicates stock ones, on its class and not replaced on the instance?"""
     if not _has_stock_predicates(type(obj)):
         return False
-    attrs = getattr(obj, "__dict__", None)
-    return attrs is None or ("readable" not in attrs and "writable" not in attrs)
+    return not (replaced_on_instance(obj, "readable") or replaced_on_instance(obj, "writable"))
 
 
 _class_observes_urgent = PerClass(
@@ -114,8 +113,7 @@ def _observes_urgent(obj: Any) -> bool:
     """
     if _class_observes_urgent(type(obj)):
         return True
-    attrs = getattr(obj, "__dict__", None)
-    if attrs and not _quiet_urgent.keys().isdisjoint(attrs):
+    if any(replaced_on_instance(obj, name) for name in _quiet_urgent):
         return True
     try:
         return "warning" not in getattr(obj, "ignore_log_types", ())

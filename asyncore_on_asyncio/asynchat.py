@@ -72,7 +72,7 @@ from collections import deque
 from typing import Any, AnyStr, Protocol
 
 from . import _scan, asyncore
-from ._classflags import PerClass
+from ._classflags import PerClass, replaced_on_instance
 from ._engine import interest_changed
 
 COALESCE_ENV_VAR = "ASYNCORE_ON_ASYNCIO_COALESCE_PUSHES"
@@ -505,8 +505,7 @@ def _sends_like_3_11(chat: async_chat) -> bool:
     """Does ``chat`` use 3.11's ``send()`` and ``initiate_send()`` (the condition to coalesce)?"""
     if not _has_stock_senders(type(chat)):
         return False
-    attrs = chat.__dict__
-    return "send" not in attrs and "initiate_send" not in attrs
+    return not (replaced_on_instance(chat, "send") or replaced_on_instance(chat, "initiate_send"))
 
 
 def find_prefix_at_end(haystack: AnyStr, needle: AnyStr) -> int:

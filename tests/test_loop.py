@@ -516,3 +516,51 @@ def test_changing_answers_of_user_predicates_are_applied_every_cycle(use_poll: b
         asyncore.close_all(m)
         for client, _ in pairs:
             client.close()
+
+
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_the_engine_never_reads_a_dispatchers_dict(use_poll: bool) -> None:
+    """On CPython 3.12 reading ``obj.__dict__`` makes every later attribute access on the
+    object about twice as slow, the handlers' own included; the engine asks whether a
+    method was replaced on an instance by attribute lookup instead."""
+    from asyncore_on_asyncio import asynchat
+
+    reads: list[str] = []
+
+    class Tells:
+        @property  # type: ignore[misc]
+        def __dict__(self) -> dict[str, Any]:  # type: ignore[override]
+            reads.append(type(self).__name__)
+            real: Any = vars(asyncore.dispatcher)["__dict__"]  # the instance dict's own descriptor
+            return real.__get__(self)  # type: ignore[no-any-return]
+
+    class Chat(Tells, asynchat.async_chat):
+        coalesce_pushes = True  # asks whether send()/initiate_send() were replaced
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            self.got = data
+
+        def found_terminator(self) -> None:
+            self.push(b"ok\n")
+
+    class Own(Tells, asyncore.dispatcher):
+        def writable(self) -> bool:
+            return False
+
+        def handle_read(self) -> None:
+            self.recv(100)
+
+    m: dict[int, Any] = {}
+    a, peer = socketpair()
+    b, other = socketpair()
+    chat = Chat(a, m)
+    chat.set_terminator(b"\n")
+    Own(b, m)
+    peer.sendall(b"hi\n")
+    other.sendall(b"x")
+    run_until(lambda: getattr(chat, "got", None) == b"hi", map=m, use_poll=use_poll)
+    asyncore.loop(timeout=0.05, use_poll=use_poll, map=m, count=3)
+    asyncore.close_all(m)
+    peer.close()
+    other.close()
+    assert reads == []
