@@ -10,14 +10,27 @@ handler, :func:`wakeup` tells a waiting loop that a custom ``writable()``
 changed, and :func:`detach`, :func:`to_streams` and :func:`to_protocol` hand a
 connection over to asyncio.  :func:`enable_report` (or the runner's ``--report``)
 reports, when the program ends, which dispatcher classes ran and what they cost the
-loop, and warns of slow handlers.  Importing this package has no side effects.
+loop, and warns of slow handlers.
+
+The engine runs on a compiled core (Cython) where the install could build one, and on
+its pure-Python reference otherwise; :data:`CORE` says which (``"compiled"`` or
+``"pure"``), and ``ASYNCORE_ON_ASYNCIO_NO_EXTENSIONS=1`` in the environment forces the
+pure one.  Importing this package has no other side effects.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from types import FunctionType, ModuleType
+from typing import Final, Literal
+
+from . import _core
+
+if _core.pure_forced():
+    # Before any engine module is imported: this package's directories load sources only.
+    _core.load_sources_only([__path__[0], os.path.join(__path__[0], "_readiness")])
 
 from . import _report, asynchat, asyncore
 from ._engine import close_event_loop, get_event_loop, set_loop_factory
@@ -35,7 +48,11 @@ from ._report import enable as enable_report
 
 __version__ = "0.1.0"
 
+CORE: Final[Literal["compiled", "pure"]] = _core.core_in_use()
+"""Which engine core runs: ``"compiled"`` (Cython) or ``"pure"`` (the pure-Python reference)."""
+
 __all__ = [
+    "CORE",
     "__version__",
     "asynchat",
     "asyncore",

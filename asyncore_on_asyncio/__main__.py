@@ -12,7 +12,8 @@ would run it: the same ``sys.argv``, ``sys.path[0]`` and exit status.
   packages (``standard-smtpd``'s ``smtpd``): a package that holds nothing but its
   ``__init__`` runs that as ``__main__``, as 3.11 ran the module.
 
-``--loop`` overrides ``ASYNCORE_ON_ASYNCIO_LOOP``; ``--version`` prints the version.
+``--loop`` overrides ``ASYNCORE_ON_ASYNCIO_LOOP``; ``--version`` prints the version and
+the engine core in use (``compiled core`` or ``pure-Python core``).
 ``--report`` writes the handler report (:mod:`._report`) to stderr when the program
 ends, ``--report=FILE`` to FILE (JSON if it ends in ``.json``; the ``=`` is required,
 so that a script name is never taken for the file); ``--slow-handler SECONDS`` sets
@@ -30,9 +31,10 @@ import runpy
 import sys
 from typing import NoReturn
 
-from . import __version__, _engine, _report, install
+from . import CORE, __version__, _engine, _report, install
 
 PROG = "python -m asyncore_on_asyncio"
+_CORE_NAMES = {"compiled": "compiled core", "pure": "pure-Python core"}
 
 
 _WITH_VALUE = ("--loop", "--slow-handler")
@@ -76,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
         description="Run a legacy asyncore/asynchat program on asyncio.",
     )
-    parser.add_argument("--version", action="version", version=f"asyncore_on_asyncio {__version__}")
+    parser.add_argument("--version", action="version", version=f"asyncore_on_asyncio {__version__} ({_CORE_NAMES[CORE]})")
     parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),

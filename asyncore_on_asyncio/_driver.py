@@ -104,9 +104,10 @@ class Driver:
         self.waiting = False
         self.dispatching = False
         self.scanner = Scanner(self, engine.source, map)
-        self._scan: Callable[[float], None] = self.scanner.scan
-        self._dispatch_batch: DispatchBatch = dispatch_batch
         self._measured_by: Instruments | None = None
+        self._scan: Callable[[float], None] | None = None
+        """The report's timed twin of the scan (``None``: the scanner's own, called directly)."""
+        self._dispatch_batch: DispatchBatch = dispatch_batch
         self._timeout: float | None = None
         self._use_poll = False
         self._count: int | None = None
@@ -159,7 +160,7 @@ class Driver:
         if measuring is not self._measured_by:  # kept between runs: loop(count=1) is cheap
             self._measured_by = measuring
             if measuring is None:
-                self._scan, self._dispatch_batch = self.scanner.scan, dispatch_batch
+                self._scan, self._dispatch_batch = None, dispatch_batch
             else:
                 self._scan, self._dispatch_batch = measuring.scan_of(self.scanner), measuring.dispatch
 
@@ -191,12 +192,18 @@ class Driver:
             if not self.map:
                 return _DONE
             if not self._mid_cycle:
-                scan(now)
+                if scan is None:
+                    scanner.scan(now)
+                else:
+                    scan(now)
                 self._deadline = None if self._timeout is None else now + self._timeout
                 self._mid_cycle = True
             elif self._rescan:
                 self._rescan = False
-                scan(time())
+                if scan is None:
+                    scanner.scan(time())
+                else:
+                    scan(time())
             ready = source.collect(self)
             if not ready:
                 deadline = self._deadline

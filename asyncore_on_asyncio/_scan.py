@@ -215,7 +215,7 @@ class Scanner:
             previous, self._wanted = self._wanted, wanted
             if wanted != previous:
                 records = self.owner.records
-                update = self.source.update
+                source = self.source
                 if len(wanted) <= _BLOCK:
                     changed: Iterable[int] = [i for i in range(len(wanted)) if wanted[i] != previous[i]]
                 else:
@@ -224,7 +224,7 @@ class Scanner:
                     events = wanted[index]
                     rec = records.get(keys[index])
                     if events and rec is not None and rec.obj is objs[index]:
-                        update(rec, events)  # the hot case: a wish to write turned on or off
+                        source.update(rec, events)  # the hot case: a wish to write turned on or off
                     else:
                         self._apply_answer(keys[index], objs[index], events, index)
             return
@@ -261,7 +261,7 @@ class Scanner:
 
     def _apply_scan(self, keys: list[Any], objs: list[Any], wanted: list[int], verify: bool) -> None:
         records = self.owner.records
-        update = self.source.update
+        source = self.source
         stamp = self._stamp = self._stamp + 1
         dirty = self._dirty
         # No tuple per object here: allocating one per object per cycle doubled the cost
@@ -291,7 +291,7 @@ class Scanner:
             if rec is None or rec.obj is not obj or verify or key in dirty:
                 rec = self._sync(fd, obj, rec, events)
             else:
-                update(rec, events)
+                source.update(rec, events)
             rec.seen = stamp
             rec.key = key
             rec.index = index

@@ -35,6 +35,13 @@ raised in reader/writer callbacks, so without this a bug would pass silently). A
 that provokes handler calls on purpose takes the ``loop_exceptions`` fixture, checks
 the list, and clears it.
 
+The engine core
+    The suite runs on whichever core ``asyncore_on_asyncio.CORE`` names (the compiled one
+    where an install built it; ``ASYNCORE_ON_ASYNCIO_NO_EXTENSIONS=1`` forces the pure
+    one), and says which in its header.  A compiled module older than its ``.py`` or
+    ``.pxd`` (an edit not rebuilt with ``pip install -e .``) stops the session at once:
+    the tests would otherwise test the old code.
+
 Teardown order (reverse of setup): ``close_event_loop()`` and ``set_loop_factory(None)``
 (for a loop-free test: the patches undone, then "made no loop?") -> socket map empty? ->
 no new fds? -> no handler calls? The fd check is exact per test,
@@ -56,6 +63,7 @@ import threading
 import traceback
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,6 +71,7 @@ import pytest_asyncio
 import uvloop
 
 import asyncore_on_asyncio
+from asyncore_on_asyncio._core import COMPILED_MODULES
 
 LOOP_KINDS = ("asyncio", "uvloop")
 
@@ -102,7 +111,32 @@ LOOP_FREE = "loop_free"  # the marker (registered in pyproject.toml)
 NO_LOOP_KIND = "none"  # what loop_kind is for a loop-free test (which may not ask for it)
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"asyncore_on_asyncio core: {asyncore_on_asyncio.CORE}"
+
+
+def _stale_compiled_modules() -> list[str]:
+    """Compiled engine modules older than the ``.py`` or ``.pxd`` they were built from."""
+    if asyncore_on_asyncio.CORE != "compiled":
+        return []
+    stale = []
+    for name in COMPILED_MODULES:
+        built = Path(sys.modules[name].__file__ or "")
+        base = built.parent / built.name.split(".")[0]
+        sources = [base.with_suffix(".py"), base.with_suffix(".pxd")]
+        if any(src.exists() and src.stat().st_mtime > built.stat().st_mtime for src in sources):
+            stale.append(str(built))
+    return stale
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    stale = _stale_compiled_modules()
+    if stale:
+        pytest.exit(
+            f"compiled engine modules older than their sources: {', '.join(stale)}; rebuild them "
+            "with: pip install -e . (or run with ASYNCORE_ON_ASYNCIO_NO_EXTENSIONS=1)",
+            returncode=4,
+        )
     # libuv opens a process-wide signal pipe with its first loop and keeps it open; open
     # it now, so that the per-test fd check does not take it for a leak.
     for make_loop in (asyncio.new_event_loop, uvloop.new_event_loop):

@@ -116,12 +116,22 @@ def test_import_has_no_side_effects() -> None:
 
 
 @pytest.mark.loop_free
-def test_version(tmp_path: Path) -> None:
+def test_version_names_the_core_in_use(tmp_path: Path) -> None:
     result = run_main(tmp_path, "--version")
+    core = {"compiled": "compiled core", "pure": "pure-Python core"}[asyncore_on_asyncio.CORE]
     assert (result.returncode, result.stdout, result.stderr) == (
         0,
-        f"asyncore_on_asyncio {asyncore_on_asyncio.__version__}\n",
+        f"asyncore_on_asyncio {asyncore_on_asyncio.__version__} ({core})\n",
         "",
+    )
+
+
+@pytest.mark.loop_free
+def test_version_says_pure_when_the_pure_engine_is_forced(tmp_path: Path) -> None:
+    result = run_main(tmp_path, "--version", env={"ASYNCORE_ON_ASYNCIO_NO_EXTENSIONS": "1"})
+    assert (result.returncode, result.stdout) == (
+        0,
+        f"asyncore_on_asyncio {asyncore_on_asyncio.__version__} (pure-Python core)\n",
     )
 
 

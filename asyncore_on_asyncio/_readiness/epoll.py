@@ -94,7 +94,7 @@ class EpollSource(SourceBase):
     """The records of one event loop, held in one private level-triggered epoll."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_readable: Callable[[], bool]) -> None:
-        super().__init__(loop)
+        SourceBase.__init__(self, loop)
         self._on_readable = on_readable
         self._lock = threading.Lock()
         self._stale = False
@@ -117,7 +117,7 @@ class EpollSource(SourceBase):
             else:
                 self._writers.pop(rec.fd, None)
             return
-        super().update(rec, events)
+        SourceBase.update(self, rec, events)
 
     # -- the kernel side --------------------------------------------------------------------
 
@@ -277,6 +277,6 @@ class EpollSource(SourceBase):
             self._rebuild()
 
     def close(self) -> None:
-        super().close()
+        SourceBase.close(self)
         self.loop.remove_reader(self._epoll.fileno())
         self._epoll.close()

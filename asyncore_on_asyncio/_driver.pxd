@@ -1,0 +1,32 @@
+# C types of the driver (Cython's pure Python mode: _driver.py is the code).
+import cython
+
+from asyncore_on_asyncio._readiness cimport SourceBase
+from asyncore_on_asyncio._scan cimport Scanner
+
+
+cdef class Driver:
+    cdef public object engine
+    cdef public object map
+    cdef public dict records
+    cdef public bint in_cycle
+    cdef public bint waiting
+    cdef public bint dispatching
+    cdef public Scanner scanner
+    cdef public object _measured_by
+    cdef public object _scan
+    cdef public object _dispatch_batch
+    cdef public object _timeout
+    cdef public bint _use_poll
+    cdef public object _count
+    cdef public object _deadline
+    cdef public bint _mid_cycle
+    cdef public bint _rescan
+    cdef public object _timer
+    cdef public double _timer_due
+    cdef public object _wake_at
+    cdef public object _step_handle
+    cdef public object _on_done
+
+    @cython.locals(scanner=Scanner, source=SourceBase, now=double, burst_end=double, ready=dict, batch=list)
+    cpdef int cycles(self) except? -1

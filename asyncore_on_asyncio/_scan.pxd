@@ -1,0 +1,33 @@
+# C types of the scanner (Cython's pure Python mode: _scan.py is the code).
+import cython
+
+from asyncore_on_asyncio._readiness cimport Record, SourceBase
+
+
+cdef class Scanner:
+    cdef public object owner
+    cdef public SourceBase source
+    cdef public object map
+    cdef public long write_bits
+    cdef public long long _stamp
+    cdef public bint _full_scan_needed
+    cdef public double _next_full_scan
+    cdef public set _dirty
+    cdef public bint _incremental
+    cdef public dict _entries
+    cdef public dict _position
+    cdef public dict _by_fd
+    cdef public Py_ssize_t _next_position
+    cdef public bint _steady
+    cdef public list _keys
+    cdef public list _objs
+    cdef public list _wanted
+
+    @cython.locals(keys=list, objs=list, wanted=list, previous=list, records=dict, source=SourceBase,
+                   rec=Record, events=long, write_bits=long, verify=bint)
+    cpdef scan(self, double now)
+    @cython.locals(records=dict, source=SourceBase, stamp="long long", dirty=set, index=Py_ssize_t,
+                   count=Py_ssize_t, all_known=bint, int_keys=bint, rec=Record, events=long)
+    cpdef _apply_scan(self, list keys, list objs, list wanted, bint verify)
+    @cython.locals(records=dict, stamp="long long", rec=Record, regs=list)
+    cpdef batch(self, dict ready)
