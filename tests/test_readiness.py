@@ -378,6 +378,60 @@ def test_fd_closed_behind_the_back_with_a_dup_alive_is_recovered() -> None:
         os.close(w)
 
 
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_fd_reused_before_its_removal_gets_no_stale_event(use_poll: bool) -> None:
+    """The same closed fd, its number then taken by a new socket before del_channel():
+    the removal fails with ENOENT (the number names the socket, which the epoll does
+    not hold) and the pipe's entry lives on under that number, so the epoll is rebuilt.
+    The pipe's data must not reach the newcomer on that number (a spurious read, EAGAIN;
+    an async_chat there would spin); its own data is read normally.
+
+    With the fallback source the stale entry is in the event loop's own selector, where
+    it can only wake the wait: the flags come from a ``poll()`` of the files the numbers
+    name now, so the newcomer gets nothing there either."""
+    r, w = os.pipe()
+    m: dict[int, Any] = {}
+    events: list[object] = []
+
+    class PipeReader(asyncore.file_dispatcher):
+        def writable(self) -> bool:
+            return False
+
+    class Newcomer(asyncore.dispatcher):
+        def writable(self) -> bool:
+            return False
+
+        def handle_read(self) -> None:
+            events.append(("read", self.recv(100)))
+
+        def handle_error(self) -> None:
+            events.append(("error", sys.exc_info()[0]))
+            self.close()
+
+    d = PipeReader(r, map=m)
+    fd = d.socket.fd
+    client, server = socketpair()
+    try:
+        asyncore.loop(timeout=0, use_poll=use_poll, map=m, count=1)
+        os.close(fd)  # behind the engine's back; r keeps the pipe open
+        os.dup2(server.fileno(), fd)
+        server.close()
+        d.del_channel()  # unregistering fd finds the socket there: ENOENT
+        d.socket.fd = -1  # the number is the socket's now
+        Newcomer(socket.socket(fileno=fd), m)
+        os.write(w, b"data")
+        asyncore.loop(timeout=0.2, use_poll=use_poll, map=m, count=2)
+        assert events == []
+        client.send(b"own")
+        run_until(lambda: events, map=m, use_poll=use_poll)
+        assert events == [("read", b"own")]
+    finally:
+        asyncore.close_all(m)
+        client.close()
+        os.close(r)
+        os.close(w)
+
+
 @EPOLL_ONLY
 def test_stale_entry_left_when_the_last_map_empties_does_not_spin_the_event_loop() -> None:
     """The same stale entry, left behind when its dispatcher leaves the map and no map is
