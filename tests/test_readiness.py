@@ -762,6 +762,52 @@ def test_writable_only_override_is_asked_every_cycle(use_poll: bool) -> None:
 
 
 @pytest.mark.parametrize("use_poll", [False, True])
+def test_readable_only_override_is_asked_every_cycle(use_poll: bool) -> None:
+    """The other predicate: an async_chat overriding only readable() (stock writable()),
+    with a line pending, says no until a plain dispatcher beside it, writable every cycle,
+    flips its flag in its third handle_write() through no API call.  3.11 asked readable()
+    again at the next cycle and read the line; so do we, long before any periodic scan."""
+    m: dict[int, Any] = {}
+    found: list[bytes] = []
+
+    class Gated(asynchat.async_chat):
+        open = False
+
+        def readable(self) -> bool:
+            return self.open
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            self._collect_incoming_data(data)
+
+        def found_terminator(self) -> None:
+            found.append(self._get_data())
+
+    class Opener(asyncore.dispatcher):
+        writes = 0
+
+        def handle_write(self) -> None:
+            self.writes += 1
+            if self.writes == 3:
+                chat.open = True
+
+    chat_client, chat_server = socketpair()
+    opener_client, opener_server = socketpair()
+    chat = Gated(chat_server, map=m)
+    chat.set_terminator(b"\n")
+    opener = Opener(opener_server, map=m)
+    chat_client.sendall(b"hello\n")
+    helpers.wait_readable(chat_server)
+    try:
+        asyncore.loop(timeout=1, use_poll=use_poll, map=m, count=20)
+        assert opener.writes == 20
+        assert found == [b"hello"]
+    finally:
+        asyncore.close_all(m)
+        chat_client.close()
+        opener_client.close()
+
+
+@pytest.mark.parametrize("use_poll", [False, True])
 def test_accepting_dispatcher_is_not_watched_for_writing(use_poll: bool) -> None:
     """``accepting`` excludes writability even on a writable socket: nothing is ready, so
     loop(timeout=0.2, count=2) waits both timeouts."""
