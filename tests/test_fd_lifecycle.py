@@ -52,6 +52,8 @@ def new_pair(pairs: list[tuple[socket.socket, socket.socket]]) -> tuple[socket.s
 
 def reuse_fd(sock: socket.socket, fd: int) -> socket.socket:
     """Move ``sock`` to the (free) fd number ``fd``, as the kernel does when it reuses one."""
+    if sock.fileno() == fd:
+        return sock  # the kernel gave it that number already
     os.dup2(sock.fileno(), fd)
     moved = socket.socket(sock.family, sock.type, fileno=fd)
     moved.setblocking(False)
@@ -96,9 +98,25 @@ def test_fd_number_reused_after_close_behind_back_is_served(pairs: Any) -> None:
     m[fd].close()
 
 
-def test_fd_reused_within_one_cycle_gets_no_stale_event(pairs: Any) -> None:
-    """A handler closes another dispatcher with an event pending and a new socket takes its
-    fd number at once: the pending event is not delivered to the newcomer."""
+class Exposed(Reader):
+    """A Reader that also wants to write and records its write and priority events."""
+
+    def writable(self) -> bool:
+        return True
+
+    def handle_write(self) -> None:
+        self.trace.append((self.name, "write"))
+
+    def handle_expt(self) -> None:
+        self.trace.append((self.name, "expt"))
+
+
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_fd_reused_within_one_cycle_gets_no_stale_event(pairs: Any, use_poll: bool) -> None:
+    """A handler closes another dispatcher with events pending (read, write, urgent) and a
+    new socket takes its fd number at once: the pending events go neither to the newcomer
+    nor to the closed victim (select(): the read, write and priority lists; poll(): one
+    readwrite() per object)."""
     a, b = new_pair(pairs)
     c, d = new_pair(pairs)
     trace: list[Any] = []
@@ -114,20 +132,59 @@ def test_fd_reused_within_one_cycle_gets_no_stale_event(pairs: Any) -> None:
             replacement.append((newcomer, f))
 
     Closer(a, m, trace, "closer")
-    victim = Reader(c, m, trace, "victim")
+    victim = Exposed(c, m, trace, "victim")
     victim_fd = c.fileno()
     b.send(b"1")
     d.send(b"2")
-    for s in (a, c):
-        run_until(lambda s=s: _readable(s), map={})
-    asyncore.loop(timeout=1, map=m, count=1)
-    assert trace == [("closer", "read", b"1")]
-    newcomer, f = replacement[0]
-    assert newcomer.socket.fileno() == victim_fd
-    f.send(b"3")
-    run_until(lambda: len(trace) == 2, map=m)
-    assert trace[1] == ("newcomer", "read", b"3")
-    asyncore.close_all(m)
+    d.send(b"!", socket.MSG_OOB)
+    run_until(lambda: _readable(a) and _urgent(c), map={})
+    try:
+        asyncore.loop(timeout=1, map=m, count=1, use_poll=use_poll)
+        assert trace == [("closer", "read", b"1")]
+        newcomer, f = replacement[0]
+        assert newcomer.socket.fileno() == victim_fd
+        f.send(b"3")
+        run_until(lambda: len(trace) == 2, map=m, use_poll=use_poll)
+        assert trace[1] == ("newcomer", "read", b"3")
+    finally:
+        asyncore.close_all(m)
+    assert registry_size() == 0
+
+
+def test_fd_reused_within_its_own_dispatch_gets_no_stale_event(pairs: Any) -> None:
+    """The one-object case of the same (select() semantics, a single ready dispatcher):
+    its handle_read() closes it and a new socket takes its fd number at once; the write
+    and priority events collected with the read go neither to the closed dispatcher nor
+    to the newcomer.  (poll() semantics differ on purpose: readwrite() is one call per
+    object, which goes on after handle_read() returns, as 3.11's did.)"""
+    a, b = new_pair(pairs)
+    trace: list[Any] = []
+    m: dict[int, Any] = {}
+    replacement: list[Any] = []
+
+    class SelfReplacing(Exposed):
+        def handle_read(self) -> None:
+            super().handle_read()
+            fd = self.socket.fileno()
+            self.close()
+            e, f = new_pair(pairs)
+            replacement.append((Reader(reuse_fd(e, fd), m, trace, "newcomer"), f))
+
+    SelfReplacing(a, m, trace, "self")
+    own_fd = a.fileno()
+    b.send(b"1")
+    b.send(b"!", socket.MSG_OOB)
+    run_until(lambda: _urgent(a), map={})
+    try:
+        asyncore.loop(timeout=1, map=m, count=1)
+        assert trace == [("self", "read", b"1")]
+        newcomer, f = replacement[0]
+        assert newcomer.socket.fileno() == own_fd
+        f.send(b"3")
+        run_until(lambda: len(trace) == 2, map=m)
+        assert trace[1] == ("newcomer", "read", b"3")
+    finally:
+        asyncore.close_all(m)
     assert registry_size() == 0
 
 
@@ -260,6 +317,12 @@ def _readable(sock: socket.socket) -> bool:
     import select
 
     return bool(select.select([sock], [], [], 0)[0])
+
+
+def _urgent(sock: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([], [], [sock], 0)[2])
 
 
 @pytest.mark.parametrize("use_poll", [False, True])

@@ -378,6 +378,60 @@ def test_fd_closed_behind_the_back_with_a_dup_alive_is_recovered() -> None:
         os.close(w)
 
 
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_fd_reused_before_its_removal_gets_no_stale_event(use_poll: bool) -> None:
+    """The same closed fd, its number then taken by a new socket before del_channel():
+    the removal fails with ENOENT (the number names the socket, which the epoll does
+    not hold) and the pipe's entry lives on under that number, so the epoll is rebuilt.
+    The pipe's data must not reach the newcomer on that number (a spurious read, EAGAIN;
+    an async_chat there would spin); its own data is read normally.
+
+    With the fallback source the stale entry is in the event loop's own selector, where
+    it can only wake the wait: the flags come from a ``poll()`` of the files the numbers
+    name now, so the newcomer gets nothing there either."""
+    r, w = os.pipe()
+    m: dict[int, Any] = {}
+    events: list[object] = []
+
+    class PipeReader(asyncore.file_dispatcher):
+        def writable(self) -> bool:
+            return False
+
+    class Newcomer(asyncore.dispatcher):
+        def writable(self) -> bool:
+            return False
+
+        def handle_read(self) -> None:
+            events.append(("read", self.recv(100)))
+
+        def handle_error(self) -> None:
+            events.append(("error", sys.exc_info()[0]))
+            self.close()
+
+    d = PipeReader(r, map=m)
+    fd = d.socket.fd
+    client, server = socketpair()
+    try:
+        asyncore.loop(timeout=0, use_poll=use_poll, map=m, count=1)
+        os.close(fd)  # behind the engine's back; r keeps the pipe open
+        os.dup2(server.fileno(), fd)
+        server.close()
+        d.del_channel()  # unregistering fd finds the socket there: ENOENT
+        d.socket.fd = -1  # the number is the socket's now
+        Newcomer(socket.socket(fileno=fd), m)
+        os.write(w, b"data")
+        asyncore.loop(timeout=0.2, use_poll=use_poll, map=m, count=2)
+        assert events == []
+        client.send(b"own")
+        run_until(lambda: events, map=m, use_poll=use_poll)
+        assert events == [("read", b"own")]
+    finally:
+        asyncore.close_all(m)
+        client.close()
+        os.close(r)
+        os.close(w)
+
+
 @EPOLL_ONLY
 def test_stale_entry_left_when_the_last_map_empties_does_not_spin_the_event_loop() -> None:
     """The same stale entry, left behind when its dispatcher leaves the map and no map is
@@ -705,6 +759,52 @@ def test_writable_only_override_is_asked_every_cycle(use_poll: bool) -> None:
     finally:
         asyncore.close_all(m)
         client.close()
+
+
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_readable_only_override_is_asked_every_cycle(use_poll: bool) -> None:
+    """The other predicate: an async_chat overriding only readable() (stock writable()),
+    with a line pending, says no until a plain dispatcher beside it, writable every cycle,
+    flips its flag in its third handle_write() through no API call.  3.11 asked readable()
+    again at the next cycle and read the line; so do we, long before any periodic scan."""
+    m: dict[int, Any] = {}
+    found: list[bytes] = []
+
+    class Gated(asynchat.async_chat):
+        open = False
+
+        def readable(self) -> bool:
+            return self.open
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            self._collect_incoming_data(data)
+
+        def found_terminator(self) -> None:
+            found.append(self._get_data())
+
+    class Opener(asyncore.dispatcher):
+        writes = 0
+
+        def handle_write(self) -> None:
+            self.writes += 1
+            if self.writes == 3:
+                chat.open = True
+
+    chat_client, chat_server = socketpair()
+    opener_client, opener_server = socketpair()
+    chat = Gated(chat_server, map=m)
+    chat.set_terminator(b"\n")
+    opener = Opener(opener_server, map=m)
+    chat_client.sendall(b"hello\n")
+    helpers.wait_readable(chat_server)
+    try:
+        asyncore.loop(timeout=1, use_poll=use_poll, map=m, count=20)
+        assert opener.writes == 20
+        assert found == [b"hello"]
+    finally:
+        asyncore.close_all(m)
+        chat_client.close()
+        opener_client.close()
 
 
 @pytest.mark.parametrize("use_poll", [False, True])
