@@ -22,8 +22,16 @@ import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
+try:
+    import cython
+except ImportError:  # the pure engine, where Cython is not installed
+    from . import _cython_fallback as cython
+
 from ._classflags import PerClass, replaced_on_instance
 from ._readiness import INVALID, PRIORITY, READ, WATCHED, WRITE, Owner, Record, SourceBase
+
+if cython.compiled:
+    from cython.cimports.cpython.dict import PyDict_Keys, PyDict_Values
 
 __all__ = ["Batch", "BatchEntry", "Scanner", "declare_stock", "fd_of_key", "is_closed"]
 
@@ -192,8 +200,11 @@ class Scanner:
             if self._scan_changed():
                 return
         # A full scan, the hot path of maps with user-defined predicates.
-        keys = list(self.map)
-        objs = list(self.map.values())
+        map = self.map
+        if cython.compiled and type(map) is dict:
+            keys, objs = PyDict_Keys(map), PyDict_Values(map)  # the same lists, without iterators
+        else:
+            keys, objs = list(map), list(map.values())
         write_bits = self.write_bits
         # readable() then writable(), object by object in map order, as 3.11 asked them.
         wanted = [

@@ -30,5 +30,6 @@ cdef class SourceBase:
     cpdef remove(self, Record rec)
     cpdef _apply(self, Record rec)
     cpdef _unwatch(self, Record rec)
+    cpdef dict collect(self, owner)
     @cython.locals(rec=Record)
     cpdef _collect_unwatchable(self, owner, dict ready)

@@ -2,6 +2,7 @@
 import cython
 
 from asyncore_on_asyncio._readiness cimport Record, SourceBase
+from asyncore_on_asyncio._readiness._kernel cimport epoll_event, pollfd
 
 
 cdef class EpollSource(SourceBase):
@@ -9,12 +10,25 @@ cdef class EpollSource(SourceBase):
     cdef public object _lock
     cdef public bint _stale
     cdef public object _epoll
+    cdef bytearray _event_buffer
+    cdef epoll_event *_events
+    cdef Py_ssize_t _capacity
+    cdef bytearray _pollfd_buffer
+    cdef pollfd *_pollfds
+    cdef Py_ssize_t _pollfd_capacity
 
     @cython.locals(old=long)
     cpdef update(self, Record rec, long events)
     @cython.locals(want=long)
     cpdef _apply(self, Record rec)
-    @cython.locals(ready=dict, records=dict, rec=Record)
-    cpdef collect(self, owner)
+    @cython.locals(ready=dict, records=dict, count=int, index=int, rec=Record)
+    cpdef dict collect(self, owner)
+    @cython.locals(rec=Record)
+    cdef inline _take(self, owner, dict ready, long fd, long flags)
+    @cython.locals(count=int)
+    cdef int _wait(self, int maxevents) except -1
+    @cython.locals(count=Py_ssize_t, index=Py_ssize_t, fds="pollfd *", flags=int, fd=int)
+    cdef _poll_writers(self, list writers, dict ready)
     @cython.locals(rec=Record, writers=list)
     cpdef _collect_writers(self, owner, dict ready)
+    cpdef _would_block(self, Record rec)

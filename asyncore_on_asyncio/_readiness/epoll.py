@@ -37,16 +37,28 @@ epoll facts this module relies on
 
 Close order, for every path (``close()``, ``del_channel()``, a socket swapped under
 the same fd): the record is removed (DEL) first, then the caller closes the fd.
+
+Compiled (``epoll.pxd``), :meth:`EpollSource.collect` calls ``epoll_wait()`` and
+``poll()`` itself, into buffers it keeps, instead of going through ``select``'s
+objects (a list of tuples per call, a new ``select.poll`` per cycle); the flags and
+their order are the same.  An ``_epoll`` that is not a ``select.epoll`` (a test's
+wrapper) is still called through Python.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import select
 import threading
 from collections.abc import Callable
 from typing import Final
+
+try:
+    import cython
+except ImportError:  # the pure engine, where Cython is not installed
+    from .. import _cython_fallback as cython
 
 from . import (
     INVALID,
@@ -61,6 +73,15 @@ from . import (
     Record,
     SourceBase,
 )
+
+if cython.compiled:
+    from cython.cimports.asyncore_on_asyncio._readiness._kernel import (
+        epoll_event,
+        epoll_wait,
+        poll,
+        pollfd,
+    )
+    from cython.cimports.libc.errno import errno as c_errno
 
 __all__ = ["EpollSource"]
 
@@ -98,6 +119,8 @@ class EpollSource(SourceBase):
         self._on_readable = on_readable
         self._lock = threading.Lock()
         self._stale = False
+        self._capacity = 0  # compiled: the sizes of the event and pollfd buffers
+        self._pollfd_capacity = 0
         self._epoll = select.epoll()
         loop.add_reader(self._epoll.fileno(), self._readable)
 
@@ -209,14 +232,19 @@ class EpollSource(SourceBase):
             self._rebuild()
         ready: dict[int, int] = {}
         records = self._records
-        for fd, flags in self._epoll.poll(0, len(records) + 1):
-            rec = records.get(fd)
-            if rec is None:
-                self._stale = True  # the entry of an fd closed behind our back
-            elif rec.owner is owner:
-                ready[fd] = flags
-            elif rec.mask:
-                self._elsewhere(rec)
+        if cython.compiled and type(self._epoll) is select.epoll:
+            count = self._wait(len(records) + 1)
+            for index in range(count):
+                self._take(owner, ready, self._events[index].data.fd, self._events[index].events)
+        else:  # _take(), inline: the pure engine's hot loop
+            for fd, flags in self._epoll.poll(0, len(records) + 1):
+                rec = records.get(fd)
+                if rec is None:
+                    self._stale = True  # the entry of an fd closed behind our back
+                elif rec.owner is owner:
+                    ready[fd] = flags
+                elif rec.mask:
+                    self._elsewhere(rec)
         if self._writers:
             self._collect_writers(owner, ready)
         if self._unwatchable:
@@ -225,16 +253,40 @@ class EpollSource(SourceBase):
             self._rebuild()
         return ready
 
+    def _take(self, owner: Owner, ready: dict[int, int], fd: int, flags: int) -> None:
+        """Compiled only (an inline C function): one reported ``(fd, flags)``.  ``owner``'s
+        goes into ``ready``, another owner's is woken or parked, an fd with no record
+        marks the epoll stale."""
+        rec = self._records.get(fd)
+        if rec is None:
+            self._stale = True  # the entry of an fd closed behind our back
+        elif rec.owner is owner:
+            ready[fd] = flags
+        elif rec.mask:
+            self._elsewhere(rec)
+
+    def _wait(self, maxevents: int) -> int:
+        """Compiled only: ``epoll_wait()`` with no timeout into ``_events``; how many."""
+        if maxevents > self._capacity:
+            self._event_buffer = bytearray(maxevents * cython.sizeof(epoll_event))
+            self._events = cython.cast(cython.pointer(epoll_event), cython.cast(cython.p_char, self._event_buffer))
+            self._capacity = maxevents
+        count: int = epoll_wait(self._epoll.fileno(), self._events, maxevents, 0)
+        if count < 0:
+            raise OSError(c_errno, os.strerror(c_errno))
+        return count
+
     def _collect_writers(self, owner: Owner, ready: dict[int, int]) -> None:
         """One zero-timeout ``poll()`` of ``owner``'s optimistic writers; watch those that would block."""
-        pollster = select.poll()
-        writers = []
-        for rec in self._writers.values():
-            if rec.owner is owner:
-                pollster.register(rec.fd, POLLOUT)
-                writers.append(rec)
+        writers = [rec for rec in self._writers.values() if rec.owner is owner]
         if not writers:
             return
+        if cython.compiled:
+            self._poll_writers(writers, ready)
+            return
+        pollster = select.poll()
+        for rec in writers:
+            pollster.register(rec.fd, POLLOUT)
         writable = pollster.poll(0)
         for fd, flags in writable:
             ready[fd] = ready.get(fd, 0) | flags
@@ -242,10 +294,36 @@ class EpollSource(SourceBase):
             return  # the common case: all of them can write
         can_write = {fd for fd, _ in writable}
         for rec in writers:
-            if rec.fd not in can_write and self._records.get(rec.fd) is rec:
-                rec.blocked = True
-                del self._writers[rec.fd]
-                self._apply(rec)
+            if rec.fd not in can_write:
+                self._would_block(rec)
+
+    def _poll_writers(self, writers: list[Record], ready: dict[int, int]) -> None:
+        """Compiled only: :meth:`_collect_writers`' ``poll()``, into a buffer kept here."""
+        count = len(writers)
+        if count > self._pollfd_capacity:
+            self._pollfd_buffer = bytearray(count * cython.sizeof(pollfd))
+            self._pollfds = cython.cast(cython.pointer(pollfd), cython.cast(cython.p_char, self._pollfd_buffer))
+            self._pollfd_capacity = count
+        fds = self._pollfds
+        for index in range(count):
+            fds[index].fd = writers[index].fd
+            fds[index].events = POLLOUT
+        if poll(fds, count, 0) < 0:
+            raise OSError(c_errno, os.strerror(c_errno))
+        for index in range(count):
+            flags = fds[index].revents
+            if flags:
+                fd = fds[index].fd
+                ready[fd] = ready.get(fd, 0) | flags
+            else:
+                self._would_block(writers[index])
+
+    def _would_block(self, rec: Record) -> None:
+        """A write to ``rec``'s fd would block: watch it for writability instead of asking."""
+        if self._records.get(rec.fd) is rec:
+            rec.blocked = True
+            del self._writers[rec.fd]
+            self._apply(rec)
 
     def _elsewhere(self, rec: Record) -> None:
         owner = rec.owner
