@@ -43,6 +43,7 @@ import select
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from .._fork import UNPLUGGED
 from .._handlers import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI
 
 __all__ = [
@@ -231,6 +232,11 @@ class SourceBase:
         """Unregister everything (the loop is about to be closed)."""
         for rec in list(self._records.values()):
             self.remove(rec)
+
+    def detach(self) -> None:
+        """In a forked child: let go of the loop and of every kernel object shared with the
+        parent (see :mod:`.._fork`).  Whatever still calls this source touches neither."""
+        self.loop = UNPLUGGED
 
     # -- what a subclass provides -----------------------------------------------------------
 

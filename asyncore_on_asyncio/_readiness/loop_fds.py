@@ -30,6 +30,7 @@ import select
 from collections.abc import Callable
 from typing import Any, Final
 
+from .._fork import UNPLUGGED, detach_epoll
 from . import (
     POLL_REQUEST,
     POLLERR,
@@ -82,6 +83,10 @@ class _PriorityWatch:
     def close(self) -> None:
         self._loop.remove_reader(self._epoll.fileno())
         self._epoll.close()
+
+    def detach(self) -> None:
+        self._loop = UNPLUGGED
+        detach_epoll(self._epoll.fileno())
 
 
 class LoopFdSource(SourceBase):
@@ -249,6 +254,11 @@ class LoopFdSource(SourceBase):
             rec.owner.parked(fd)
         os.close(fd)
         os.close(keep)
+
+    def detach(self) -> None:
+        super().detach()
+        if self._priority is not None:
+            self._priority.detach()
 
     def close(self) -> None:
         super().close()
