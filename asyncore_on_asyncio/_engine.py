@@ -150,12 +150,12 @@ class Engine:
         :class:`._fork.Forked` from its next cycle (see :mod:`._fork`)."""
         self.forked = True
         abandoned.append(self)
+        here = self.thread_id == threading.get_ident()  # (the loops of other threads never run again)
+        private = self.owns_loop and detach_loop(self.loop)
         if self._source is not None:
-            self._source.detach()
-        if self.owns_loop:
-            detach_loop(self.loop)
-            if self.thread_id == threading.get_ident() and self.loop.is_running():
-                self.loop.stop()
+            self._source.detach(private and here)
+        if private and here and self.loop.is_running():
+            self.loop.stop()
         self.failures.append((Forked(), None))
 
     def report_failure(self, exc: BaseException, dispatcher: Any) -> None:

@@ -103,6 +103,17 @@ def epoll_tables() -> dict[int, frozenset[tuple[int, int]]]:
     return tables
 
 
+def assert_inherited_epolls_detached() -> None:
+    """In a child, before it made anything: every epoll it holds is a private one in which
+    nothing is wanted (the engine's and its event loop's were shared with the parent, and
+    still hold the parent's interest: see _fork)."""
+    tables = epoll_tables()
+    assert tables, "the parent held epolls: the child inherits their fds"
+    always = select.EPOLLERR | select.EPOLLHUP  # reported whatever is asked
+    wanted = {fd: entries for fd, entries in tables.items() if any(events & ~always for _, events in entries)}
+    assert not wanted, wanted
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -221,14 +232,14 @@ def clients(script: Callable[[], None], stopper: Stopper, start: bool = True) ->
         raise errors[0]
 
 
-def serve_until_stopped(map: dict[int, Any], parent: int) -> None:
-    """The parent's loop(): cycles that wait (0.05 s at most each), until the Stopper fires.
+def serve_until_stopped(map: dict[int, Any], parent: int, timeout: float = 0.05) -> None:
+    """The parent's loop(): cycles that wait (``timeout`` at most each), until the Stopper fires.
 
     A child forked by a handler comes back here when the loop() it inherited returns:
     it leaves with status 0 if that loop() returned because its map emptied."""
     outcome = "raised"
     try:
-        asyncore.loop(timeout=0.05, map=map)
+        asyncore.loop(timeout=timeout, map=map)
         outcome = "returned"
     except asyncore.ExitNow:
         outcome = "stopped"
@@ -258,7 +269,7 @@ def test_a_handler_forks_per_request(readiness: str) -> None:
     def fork_a_child() -> None:
         pid = fork()
         if pid == 0:
-            exit_child(lambda: asyncore.close_all(map))
+            exit_child(lambda: (assert_inherited_epolls_detached(), asyncore.close_all(map)))
         children.append(pid)
 
     server = Listener(map, lambda sock: Echo(sock, map, fork_a_child))
@@ -518,3 +529,56 @@ def test_children_that_exit_the_normal_way_leave_the_parent_alone(readiness: str
             assert server.wait(ANSWER_TIMEOUT) == 0
         finally:
             server.kill()
+
+
+def test_a_coroutine_forks_and_the_child_serves_on(readiness: str) -> None:
+    """The fork happens in a coroutine that a handler started on the engine loop (spawn()),
+    while loop() waits with a long timeout: in the child the coroutine ends, the inherited
+    loop is left, and loop() goes on serving the connection; the parent serves the others."""
+    map: dict[int, Any] = {}
+    children: list[int] = []
+    parent = os.getpid()
+    first: list[socket.socket] = []
+
+    async def fork_for(sock: socket.socket) -> None:
+        pid = fork()
+        if pid == 0:
+            for obj in list(map.values()):
+                obj.close()
+            first[0].close()
+            Echo(sock, map)
+            return
+        children.append(pid)
+        sock.close()
+
+    def on_accept(sock: socket.socket) -> None:
+        if children or first[1:]:
+            Echo(sock, map)
+            return
+        first.append(sock)  # (once)
+        asyncore_on_asyncio.spawn(fork_for(sock))
+
+    server = Listener(map, on_accept)
+    address = server.socket.getsockname()
+    stopper = Stopper(map)
+    answers: list[tuple[str, bytes | None]] = []
+
+    def exchange() -> None:
+        a = first[0]
+        answers.append(("a", ask(a, b"a1")))
+        with connect(address) as b:
+            answers.append(("b", ask(b, b"b1")))
+            a.close()
+            answers.append(("b", ask(b, b"b2")))
+
+    try:
+        with clients(exchange, stopper, start=False) as thread:
+            first.append(connect(address))
+            thread.start()
+            serve_until_stopped(map, parent, timeout=30.0)
+        child = children[0]
+        assert answers == [("a", b"%d a1\n" % child), ("b", b"%d b1\n" % parent), ("b", b"%d b2\n" % parent)]
+        assert reap(children) == {child: 0}
+    finally:
+        reap(children, timeout=0)
+        asyncore.close_all(map)

@@ -285,6 +285,9 @@ class EpollSource(SourceBase):
         self.loop.remove_reader(self._epoll.fileno())
         self._epoll.close()
 
-    def detach(self) -> None:
-        super().detach()
+    def detach(self, private_loop: bool) -> None:
+        super().detach(private_loop)
         detach_epoll(self._epoll.fileno())
+
+    def _unregister_from_loop(self) -> None:
+        self.loop.remove_reader(self._epoll.fileno())

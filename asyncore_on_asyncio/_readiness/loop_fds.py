@@ -84,7 +84,9 @@ class _PriorityWatch:
         self._loop.remove_reader(self._epoll.fileno())
         self._epoll.close()
 
-    def detach(self) -> None:
+    def detach(self, private_loop: bool) -> None:
+        if private_loop:
+            self._loop.remove_reader(self._epoll.fileno())
         self._loop = UNPLUGGED
         detach_epoll(self._epoll.fileno())
 
@@ -255,10 +257,17 @@ class LoopFdSource(SourceBase):
         os.close(fd)
         os.close(keep)
 
-    def detach(self) -> None:
-        super().detach()
+    def detach(self, private_loop: bool) -> None:
+        super().detach(private_loop)
         if self._priority is not None:
-            self._priority.detach()
+            self._priority.detach(private_loop)
+
+    def _unregister_from_loop(self) -> None:
+        for rec in self._records.values():
+            if rec.mask & _READING:
+                self._quietly(self.loop.remove_reader, rec.fd)
+            if rec.mask & _WRITING:
+                self._quietly(self.loop.remove_writer, rec.fd)
 
     def close(self) -> None:
         super().close()
