@@ -31,7 +31,7 @@ import asyncore_on_asyncio
 from asyncore_on_asyncio import asyncore
 from asyncore_on_asyncio._engine import LOOP_ENV_VAR
 from asyncore_on_asyncio._readiness import READINESS_ENV_VAR
-from tests.helpers import registrations, watched
+from tests.helpers import registrations, run_until, watched
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the platform has no os.fork()")
 
@@ -299,8 +299,7 @@ def test_a_handler_forks_per_request(readiness: str) -> None:
         asyncore.close_all(map)
 
 
-@pytest.mark.parametrize("workers", [2])
-def test_pre_fork_workers_serve_the_inherited_listener(readiness: str, workers: int) -> None:
+def test_pre_fork_workers_serve_the_inherited_listener(readiness: str) -> None:
     """Pre-fork: the listener is bound and served once, then workers are forked, each
     running loop() on the inherited map; the parent closes its listener; 40 clients."""
     map: dict[int, Any] = {}
@@ -309,7 +308,7 @@ def test_pre_fork_workers_serve_the_inherited_listener(readiness: str, workers: 
     asyncore.loop(timeout=0.01, count=1, map=map)
     pids = []
     try:
-        for _ in range(workers):
+        for _ in range(2):
             pid = fork()
             if pid == 0:
                 exit_child(lambda: asyncore.loop(map=map))
@@ -582,3 +581,39 @@ def test_a_coroutine_forks_and_the_child_serves_on(readiness: str) -> None:
     finally:
         reap(children, timeout=0)
         asyncore.close_all(map)
+
+
+def test_a_run_that_ends_with_the_forking_cycle_ends_in_the_child_too(readiness: str) -> None:
+    """loop(timeout=0, count=1) whose one cycle (in loop()'s frame) dispatches a handler that
+    forks: in the child that run ends as in the parent (its count is spent), and the loop
+    it inherited never runs there: a callback the parent scheduled on it runs only in the
+    parent."""
+    map: dict[int, Any] = {}
+    children: list[int] = []
+    parent = os.getpid()
+    ran: list[int] = []
+
+    def fork_a_child() -> None:
+        asyncore_on_asyncio.get_event_loop().call_soon(lambda: ran.append(os.getpid()))
+        pid = fork()
+        if pid:
+            children.append(pid)
+
+    client, server = socket.socketpair()
+    Echo(server, map, fork_a_child)
+    client.sendall(b"request")
+    try:
+        try:
+            asyncore.loop(timeout=0, count=1, map=map)  # the request is there: one cycle, here
+        finally:
+            if os.getpid() != parent:
+                os._exit(0 if ran == [] else 1)
+        run_until(lambda: ran, map=map)  # at the parent's next event-loop iteration
+        assert ran == [parent]
+        expected = {pid: 0 for pid in children}
+        assert len(expected) == 1
+        assert reap(children) == expected
+    finally:
+        reap(children, timeout=0)
+        asyncore.close_all(map)
+        client.close()
