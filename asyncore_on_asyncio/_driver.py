@@ -35,6 +35,12 @@ Every exception such a callback meets (a handler's ``ExitNow``/
 ``loop()`` called from a handler (a nested loop, legal in 3.11) cannot re-enter the
 running event loop; it runs its cycles on a private ``poll()`` instead.
 
+**Fork.**  A child forked by a handler comes back into the cycle that dispatched it.  Its
+inherited engine is abandoned at fork (:mod:`._fork`), the next cycle raises
+:class:`._fork.Forked` through the failure check every cycle makes anyway, and ``run()``
+goes on in the child with the rest of the run (same map, timeout, remaining count) on a
+fresh engine loop.  Nothing is added to a cycle.
+
 **Instruments.**  A run chooses, once in :meth:`Driver.begin`, the function that
 scans and the one that dispatches: the scanner's and :func:`._dispatch.dispatch_batch`,
 or the timed twins of :data:`instruments` when the report (:mod:`._report`) is on.
@@ -58,6 +64,7 @@ from ._engine import (
     thread_engine,
     thread_engine_or_none,
 )
+from ._fork import Forked
 from ._readiness import PRIORITY, WRITE, Record
 from ._scan import Scanner
 
@@ -338,6 +345,7 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
     if not (type(driver) is Driver and driver.map is map):
         driver = _driver_for(engine, map)
     driver.begin(timeout, use_poll, count)
+    forked = False
     try:
         while True:
             # The cycles run in this frame, their handlers seeing the engine loop as the
@@ -355,9 +363,15 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
                 engine.iterate()
             if state == _DONE:
                 break
+    except Forked:
+        if not engine.forked:
+            raise
+        forked = True  # a handler forked and this is the child: on with state of its own
     finally:
         driver.end()
-    if not map:
+    if forked:
+        run(map, timeout, use_poll, driver._count)  # the rest of the run (see _fork)
+    elif not map:
         _retire(engine, driver)
 
 

@@ -13,6 +13,9 @@ The asyncore API reports changes here (:func:`map_changed`,
 handed over with ``call_soon_threadsafe``, so the records are only ever changed by
 their loop's thread; an fd about to be closed there is unregistered at once where
 the source can do that from any thread (epoll can).
+
+A forked child abandons every engine it inherited (:func:`_after_fork_in_child`,
+:meth:`Engine.abandon`; why and how: :mod:`._fork`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from time import monotonic
 from typing import Any, Protocol
 
 from ._errors import RERAISED
+from ._fork import Forked, abandoned, at_fork_in_child, detach_loop
 from ._readiness import Owner, SourceBase, make_source
 
 __all__ = [
@@ -67,6 +71,10 @@ class Engine:
         self.failures: list[tuple[BaseException, Any]] = []
         self.tasks: set[asyncio.Task[Any]] = set()  # started by spawn(), kept alive till done
         self.loop_ran_at = float("-inf")
+        self.owns_loop = False
+        """The loop is a thread's engine loop, made by us (not a loop running ``serve()``)."""
+        self.forked = False
+        """This process is a child forked after the engine was made: it is abandoned."""
 
     @property
     def source(self) -> SourceBase:
@@ -114,11 +122,16 @@ class Engine:
             self.source.remove(rec)
 
     def run_loop(self) -> None:
-        """Run the event loop until something stops it."""
+        """Run the event loop until something stops it; :class:`._fork.Forked` if this
+        process is a child forked meanwhile (or before), which never runs that loop again."""
+        if self.forked:
+            raise Forked
         try:
             self.loop.run_forever()
         finally:
             self.loop_ran_at = monotonic()
+        if self.forked:
+            raise Forked  # the fork hook stopped it in this child (a handler forked)
 
     def iterate(self) -> None:
         """Give the event loop one iteration."""
@@ -130,6 +143,20 @@ class Engine:
         if self._source is not None:
             self._source.close()
             self._source = None
+
+    def abandon(self) -> None:
+        """In a forked child: let go of the source and, if the loop is ours, of the loop
+        (detached, stopped if it runs here, never closed); a run going on raises
+        :class:`._fork.Forked` from its next cycle (see :mod:`._fork`)."""
+        self.forked = True
+        abandoned.append(self)
+        here = self.thread_id == threading.get_ident()  # (the loops of other threads never run again)
+        private = self.owns_loop and detach_loop(self.loop)
+        if self._source is not None:
+            self._source.detach(private and here)
+        if private and here and self.loop.is_running():
+            self.loop.stop()
+        self.failures.append((Forked(), None))
 
     def report_failure(self, exc: BaseException, dispatcher: Any) -> None:
         """A spawned task failed: hand it to the next cycle of any driver of this loop."""
@@ -228,9 +255,12 @@ class _ThreadLoop:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        engine.owns_loop = True
 
     def close(self) -> None:
         engine = self.engine
+        if engine.forked:
+            return  # let go of at fork: never closed (see _fork)
         forget_engine(engine)
         if not engine.loop.is_closed():
             engine.loop.close()
@@ -304,6 +334,24 @@ def _close_main_thread_loop() -> None:
     if holder is not None and not holder.engine.loop.is_running():
         del _local.holder
         holder.close()
+
+
+def _after_fork_in_child() -> None:
+    """Abandon every inherited engine; this thread's next ``loop()`` makes a fresh one."""
+    global _engines_lock
+    _engines_lock = threading.Lock()  # another thread may have held it at the fork
+    holder: _ThreadLoop | None = getattr(_local, "holder", None)
+    if holder is not None:
+        del _local.holder
+        abandoned.append(holder)
+    engines = list(_engines.values())
+    _engines.clear()
+    _publish()
+    for engine in engines:
+        engine.abandon()
+
+
+at_fork_in_child(_after_fork_in_child)
 
 
 def engine_of_running_loop() -> Engine | None:

@@ -43,6 +43,7 @@ import select
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from .._fork import UNPLUGGED
 from .._handlers import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI
 
 __all__ = [
@@ -231,6 +232,21 @@ class SourceBase:
         """Unregister everything (the loop is about to be closed)."""
         for rec in list(self._records.values()):
             self.remove(rec)
+
+    def detach(self, private_loop: bool) -> None:
+        """In a forked child: let go of the loop and of every kernel object shared with the
+        parent (see :mod:`.._fork`).  Whatever still calls this source touches neither.
+
+        ``private_loop``: the loop's selector was detached already, and what we registered
+        there is dropped (libuv would apply the changes it queued before the fork in its
+        last poll); otherwise the loop is the program's, and is not touched."""
+        if private_loop:
+            self._unregister_from_loop()
+        self.loop = UNPLUGGED
+
+    def _unregister_from_loop(self) -> None:
+        """Drop every reader and writer this source holds in the loop (records unchanged)."""
+        raise NotImplementedError
 
     # -- what a subclass provides -----------------------------------------------------------
 

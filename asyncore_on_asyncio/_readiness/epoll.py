@@ -31,6 +31,9 @@ epoll facts this module relies on
   Such a stale entry is detected (a report for an fd we hold no record of, or a
   failed DEL/MOD) and the epoll is rebuilt from the records, which drops it; a
   report cannot turn into a busy loop.
+* An epoll is one kernel object however many processes hold its fd: a forked child's
+  ``epoll_ctl`` would change the parent's registrations.  The child detaches it at fork
+  (:mod:`.._fork`) and registers its fds in an epoll of its own.
 * ``epoll_ctl`` is safe from any thread.  :meth:`EpollSource.remove_from_thread`
   lets ``close()`` from another thread unregister before it closes the fd; a lock
   keeps the kernel and the records in step.
@@ -60,6 +63,7 @@ try:
 except ImportError:  # the pure engine, where Cython is not installed
     from .. import _cython_fallback as cython
 
+from .._fork import detach_epoll
 from . import (
     INVALID,
     POLLIN,
@@ -358,3 +362,10 @@ class EpollSource(SourceBase):
         SourceBase.close(self)
         self.loop.remove_reader(self._epoll.fileno())
         self._epoll.close()
+
+    def detach(self, private_loop: bool) -> None:
+        super().detach(private_loop)
+        detach_epoll(self._epoll.fileno())
+
+    def _unregister_from_loop(self) -> None:
+        self.loop.remove_reader(self._epoll.fileno())

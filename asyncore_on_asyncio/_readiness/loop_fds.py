@@ -30,6 +30,7 @@ import select
 from collections.abc import Callable
 from typing import Any, Final
 
+from .._fork import UNPLUGGED, detach_epoll
 from . import (
     POLL_REQUEST,
     POLLERR,
@@ -82,6 +83,12 @@ class _PriorityWatch:
     def close(self) -> None:
         self._loop.remove_reader(self._epoll.fileno())
         self._epoll.close()
+
+    def detach(self, private_loop: bool) -> None:
+        if private_loop:
+            self._loop.remove_reader(self._epoll.fileno())
+        self._loop = UNPLUGGED
+        detach_epoll(self._epoll.fileno())
 
 
 class LoopFdSource(SourceBase):
@@ -249,6 +256,18 @@ class LoopFdSource(SourceBase):
             rec.owner.parked(fd)
         os.close(fd)
         os.close(keep)
+
+    def detach(self, private_loop: bool) -> None:
+        super().detach(private_loop)
+        if self._priority is not None:
+            self._priority.detach(private_loop)
+
+    def _unregister_from_loop(self) -> None:
+        for rec in self._records.values():
+            if rec.mask & _READING:
+                self._quietly(self.loop.remove_reader, rec.fd)
+            if rec.mask & _WRITING:
+                self._quietly(self.loop.remove_writer, rec.fd)
 
     def close(self) -> None:
         super().close()
