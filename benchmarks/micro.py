@@ -4,7 +4,25 @@ Measurements, each the median of ``--rounds`` interleaved rounds, reported as th
 cost per operation and as a ratio to pyasyncore with ``select()`` in the same run:
 
 * ``bounce``: two dispatchers bounce a 64-byte message over a socketpair, one ready fd
-  per cycle; microseconds per round trip.
+  per cycle (four cycles per round trip: a writes, b reads, b writes, a reads);
+  microseconds per round trip.
+* ``bounce-floor``: what is left of ``bounce`` when the engine costs nothing.  The same
+  two dispatchers (the same class, built on the ``dispatcher`` of the variant's own
+  module: pyasyncore's on the pyasyncore rows, which is issue 21's figure, ours on the
+  ``ours-*`` rows, since a compiled engine leaves the public classes in Python; the
+  event loop plays no part, so the asyncio and uvloop rows, like select and poll, run the
+  same code) served by a hand loop in this process, with no ``loop()`` call.  Each cycle
+  is exactly: both dispatchers' ``readable()`` and ``writable()`` in map order (the map
+  read every cycle, the answers kept in a dict by fd); one ``epoll.poll(0)`` on an epoll
+  holding both fds for ``EPOLLIN | EPOLLOUT``, level-triggered, registered once before
+  the first cycle (so both are reported writable every cycle and the answers filter);
+  then ``handle_read_event()`` / ``handle_write_event()`` on what is both ready and
+  wanted, which runs the bouncer's ``handle_read`` / ``handle_write`` with their one
+  ``recv`` / ``send``.  Not included: any registration change, ``readwrite()``'s
+  wrapper call and error handling, hang-up / urgent-data / closed-fd checks, timeouts,
+  an event loop.  Microseconds per round trip, printed with its ratio to
+  pyasyncore-select's *bounce* of the same run and, per variant, how far that variant's
+  own bounce is above its floor (asking for ``bounce-floor`` alone runs ``bounce`` too).
 * ``step-1``: a host application calls ``loop(timeout=0, count=1)`` again and again with
   one idle ``async_chat`` dispatcher; microseconds per call.
 * ``step-100``: the same with 100 idle ``async_chat`` dispatchers.
@@ -45,6 +63,7 @@ import argparse
 import json
 import math
 import os
+import select
 import socket
 import statistics
 import subprocess
@@ -54,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-MEASUREMENTS = ("bounce", "step-1", "step-100", "echo-100", "scan-5000", "registered-io", "churn")
+MEASUREMENTS = ("bounce", "bounce-floor", "step-1", "step-100", "echo-100", "scan-5000", "registered-io", "churn")
 CLIENTS = HERE.parent / "tests" / "reliability" / "_line_clients.py"
 FROZEN = ("pyasyncore-select", "pyasyncore-poll")
 
@@ -90,10 +109,10 @@ def _run_for(asyncore: Any, use_poll: bool, map: dict[int, Any], stop_at: list[f
     return time.perf_counter() - start
 
 
-def _bounce(asyncore: Any, use_poll: bool, seconds: float) -> float:
-    message = b"x" * 64
-    done = [0]
-    stop_at = [float("inf")]
+def _bounce_pair(asyncore: Any, done: list[int], stop_at: list[float]) -> tuple[dict[int, Any], Any, Any]:
+    """The bounce's two dispatchers over a socketpair, in a new map, ``a`` holding the
+    message: ``a``'s handle_write counts a round trip in ``done[0]`` and raises ExitNow
+    once ``stop_at[0]`` has passed."""
 
     class Bouncer(asyncore.dispatcher):
         def __init__(self, sock: socket.socket, map: dict[int, Any]) -> None:
@@ -119,12 +138,60 @@ def _bounce(asyncore: Any, use_poll: bool, seconds: float) -> float:
     left, right = socket.socketpair()
     map: dict[int, Any] = {}
     a, b = Bouncer(left, map), Bouncer(right, map)
-    a.pending = message
+    a.pending = b"x" * 64
+    return map, a, b
+
+
+def _bounce(asyncore: Any, use_poll: bool, seconds: float) -> float:
+    done = [0]
+    stop_at = [float("inf")]
+    map, a, b = _bounce_pair(asyncore, done, stop_at)
     try:
         asyncore.loop(timeout=1.0, use_poll=use_poll, map=map, count=2000)  # warm up
         done[0] = 0
         elapsed = _run_for(asyncore, use_poll, map, stop_at, seconds)
     finally:
+        a.close()
+        b.close()
+    return elapsed / done[0] * 1e6
+
+
+def _floor_cycles(map: dict[int, Any], epoll: select.epoll, cycles: int) -> None:
+    """``cycles`` cycles of the bounce with no engine: each dispatcher's readable() and
+    writable() in map order, one ``epoll.poll(0)``, then handle_read_event() /
+    handle_write_event() on what is both ready and wanted.  ``epoll`` holds both fds for
+    reading and writing (level-triggered, registered once), so it reports both writable
+    every cycle and the answers filter; nothing else is done (see the module docstring)."""
+    poll, read_flag, write_flag = epoll.poll, select.EPOLLIN, select.EPOLLOUT
+    for _ in range(cycles):
+        wanted = {fd: (obj.readable(), obj.writable()) for fd, obj in map.items()}
+        for fd, flags in poll(0):
+            readable, writable = wanted[fd]
+            if readable and flags & read_flag:
+                map[fd].handle_read_event()
+            if writable and flags & write_flag:
+                map[fd].handle_write_event()
+
+
+def _bounce_floor(asyncore: Any, seconds: float) -> float:
+    done = [0]
+    stop_at = [float("inf")]
+    map, a, b = _bounce_pair(asyncore, done, stop_at)
+    epoll = select.epoll()
+    try:
+        for fd in map:
+            epoll.register(fd, select.EPOLLIN | select.EPOLLOUT)
+        _floor_cycles(map, epoll, 2000)  # warm up
+        done[0] = 0
+        start = time.perf_counter()
+        stop_at[0] = start + seconds
+        try:
+            while True:
+                _floor_cycles(map, epoll, 1000)
+        except asyncore.ExitNow:  # a's handle_write, once stop_at[0] has passed
+            elapsed = time.perf_counter() - start
+    finally:
+        epoll.close()
         a.close()
         b.close()
     return elapsed / done[0] * 1e6
@@ -355,6 +422,8 @@ def worker(variant: str, measurement: str, seconds: float) -> float:
     use_poll = variant == "pyasyncore-poll"
     if measurement == "bounce":
         return _bounce(asyncore, use_poll, seconds)
+    if measurement == "bounce-floor":
+        return _bounce_floor(asyncore, seconds)
     if measurement.startswith("churn"):
         return _churn(asyncore, asynchat, use_poll, int(measurement.split(":")[1]))
     if measurement.startswith("echo"):
@@ -384,6 +453,37 @@ def _run_worker(variant: str, path: str, measurement: str, seconds: float) -> fl
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def _summarize(results: dict[str, dict[str, list[float]]], names: list[str], rounds: int) -> dict[str, Any]:
+    """Print each measurement's medians and ratios; the summary written by ``--json``.
+
+    The reference is pyasyncore-select's median of the same measurement (pyasyncore-poll's
+    where select() could not hold the fds), except for ``bounce-floor``: pyasyncore-select's
+    *bounce*, with each variant's own bounce minus its floor beside it."""
+    summary: dict[str, Any] = {}
+    for measurement, by_name in results.items():
+        against = "bounce" if measurement == "bounce-floor" else measurement
+        reference = "pyasyncore-select"
+        base = statistics.median(results[against][reference])
+        if math.isnan(base):  # select() could not hold the fds
+            reference = "pyasyncore-poll"
+            base = statistics.median(results[against][reference])
+        print(
+            f"\n{measurement}: microseconds per operation (median of {rounds}), "
+            f"ratio to {reference}" + ("'s bounce" if against != measurement else "")
+        )
+        summary[measurement] = {}
+        for name in names:
+            med = statistics.median(by_name[name])
+            summary[measurement][name] = {"us": med, "ratio": med / base, "all": by_name[name]}
+            line = f"  {name:32} {med:8.2f} us   {med / base:5.2f}x"
+            if against != measurement:
+                own = statistics.median(results[against][name])
+                summary[measurement][name]["above_floor_us"] = own - med
+                line += f"   (its bounce {own:.2f} us: {own - med:.2f} us above the floor)"
+            print(line)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -404,6 +504,8 @@ def main(argv: list[str] | None = None) -> None:
         label = "" if len(paths) == 1 else f"@{Path(path).name}"
         variants += [(f"ours-asyncio{label}", path), (f"ours-uvloop{label}", path)]
     measurements = args.only.split(",") if args.only else list(MEASUREMENTS)
+    if "bounce-floor" in measurements and "bounce" not in measurements:
+        measurements.insert(measurements.index("bounce-floor"), "bounce")  # its reference
     results: dict[str, dict[str, list[float]]] = {m: {v: [] for v, _ in variants} for m in measurements}
     for _ in range(args.rounds):
         for measurement in measurements:
@@ -411,19 +513,7 @@ def main(argv: list[str] | None = None) -> None:
             for name, path in variants:
                 variant = name.split("@")[0]
                 results[measurement][name].append(_run_worker(variant, path, asked, args.seconds))
-    summary: dict[str, Any] = {}
-    for measurement in measurements:
-        reference = "pyasyncore-select"
-        base = statistics.median(results[measurement][reference])
-        if math.isnan(base):  # select() could not hold the fds
-            reference = "pyasyncore-poll"
-            base = statistics.median(results[measurement][reference])
-        print(f"\n{measurement}: microseconds per operation (median of {args.rounds}), ratio to {reference}")
-        summary[measurement] = {}
-        for name, _ in variants:
-            med = statistics.median(results[measurement][name])
-            summary[measurement][name] = {"us": med, "ratio": med / base, "all": results[measurement][name]}
-            print(f"  {name:32} {med:8.2f} us   {med / base:5.2f}x")
+    summary = _summarize(results, [name for name, _ in variants], args.rounds)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
 
