@@ -55,6 +55,11 @@ repository root::
 
 ``--impl-path DIR`` runs the ``ours-*`` variants on the package found in ``DIR`` instead
 (to compare two checkouts in one run, e.g. ``--impl-path ../baseline``; repeatable).
+``--clock cpu`` times every measurement by the worker process's CPU time (user + system,
+``time.process_time()``) instead of wall time: on a shared machine a worker waiting for a
+CPU is then not charged for the wait (the windows stay in wall time).  Everything measured
+runs in the worker's one thread, except churn's clients (another process, never counted):
+with ``cpu``, churn counts the server's work only, not its waits for the clients.
 """
 
 from __future__ import annotations
@@ -76,6 +81,10 @@ HERE = Path(__file__).resolve().parent
 MEASUREMENTS = ("bounce", "bounce-floor", "step-1", "step-100", "echo-100", "scan-5000", "registered-io", "churn")
 CLIENTS = HERE.parent / "tests" / "reliability" / "_line_clients.py"
 FROZEN = ("pyasyncore-select", "pyasyncore-poll")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter
+"""What the measurements' elapsed times are read from (``--clock``); windows and deadlines
+are always wall time."""
 
 
 def _modules(variant: str) -> tuple[Any, Any]:
@@ -100,13 +109,13 @@ def _modules(variant: str) -> tuple[Any, Any]:
 def _run_for(asyncore: Any, use_poll: bool, map: dict[int, Any], stop_at: list[float], seconds: float) -> float:
     """Run ``loop()`` on ``map`` until a handler, seeing ``stop_at[0]`` passed, raises
     ExitNow ``seconds`` from now; the seconds it ran."""
-    start = time.perf_counter()
-    stop_at[0] = start + seconds
+    stop_at[0] = time.perf_counter() + seconds
+    start = _clock()
     try:
         asyncore.loop(timeout=1.0, use_poll=use_poll, map=map)
     except asyncore.ExitNow:
         pass
-    return time.perf_counter() - start
+    return _clock() - start
 
 
 def _bounce_pair(asyncore: Any, done: list[int], stop_at: list[float]) -> tuple[dict[int, Any], Any, Any]:
@@ -183,13 +192,13 @@ def _bounce_floor(asyncore: Any, seconds: float) -> float:
             epoll.register(fd, select.EPOLLIN | select.EPOLLOUT)
         _floor_cycles(map, epoll, 2000)  # warm up
         done[0] = 0
-        start = time.perf_counter()
-        stop_at[0] = start + seconds
+        stop_at[0] = time.perf_counter() + seconds
+        start = _clock()
         try:
             while True:
                 _floor_cycles(map, epoll, 1000)
         except asyncore.ExitNow:  # a's handle_write, once stop_at[0] has passed
-            elapsed = time.perf_counter() - start
+            elapsed = _clock() - start
     finally:
         epoll.close()
         a.close()
@@ -217,16 +226,15 @@ def _step(asyncore: Any, asynchat: Any, use_poll: bool, idle: int, seconds: floa
         for _ in range(2000):
             loop(0, use_poll, map, 1)
         calls = 0
-        start = time.perf_counter()
-        deadline = start + seconds
+        deadline = time.perf_counter() + seconds
+        start = _clock()
         while True:
             for _ in range(200):
                 loop(0, use_poll, map, 1)
             calls += 200
-            now = time.perf_counter()
-            if now >= deadline:
+            if time.perf_counter() >= deadline:
                 break
-        elapsed = now - start
+        elapsed = _clock() - start
     finally:
         for chat in list(map.values()):
             chat.close()
@@ -316,9 +324,9 @@ def _full_scan(asyncore: Any, use_poll: bool, dispatchers: int, seconds: float) 
     try:
         while time.perf_counter() - start < seconds:
             for measured in best:  # interleaved; the best of each: the least disturbed
-                began = time.perf_counter()
+                began = _clock()
                 measured()
-                best[measured] = min(best[measured], time.perf_counter() - began)
+                best[measured] = min(best[measured], _clock() - began)
     finally:
         asyncore.close_all(map)
     print(f"predicates alone {best[predicates] * 1e6:.0f} us", file=sys.stderr)
@@ -336,19 +344,21 @@ def _registered_io(asyncore: Any, use_poll: bool, seconds: float) -> float:
     asyncore.loop(timeout=0, use_poll=use_poll, map=map, count=1)  # the engine registers both
     message = b"x" * 64
     trips = 0
-    start = time.perf_counter()
+    deadline = time.perf_counter() + seconds
+    start = _clock()
     try:
-        while (now := time.perf_counter()) - start < seconds:
+        while time.perf_counter() < deadline:
             for _ in range(1000):
                 left.send(message)
                 right.recv(4096)
                 right.send(message)
                 left.recv(4096)
             trips += 1000
+        elapsed = _clock() - start
     finally:
         for dispatcher in idle:
             dispatcher.close()
-    return (now - start) / trips * 1e6
+    return elapsed / trips * 1e6
 
 
 def _vm_rss_kib() -> int:
@@ -397,13 +407,13 @@ def _churn(asyncore: Any, asynchat: Any, use_poll: bool, connections: int) -> fl
         assert clients.stdout is not None
         os.set_blocking(clients.stdout.fileno(), False)
         printed = b""
-        start = time.perf_counter()
+        start = _clock()
         while b"churned" not in printed or len(map) > 1:
             asyncore.loop(timeout=0.05, use_poll=use_poll, map=map, count=1)
             printed += clients.stdout.read() or b""
             if clients.poll() not in (None, 0) or b"error" in printed:
                 raise RuntimeError(f"churn clients failed: {printed!r}")
-        elapsed = time.perf_counter() - start
+        elapsed = _clock() - start
         clients.wait(30)
         return elapsed
 
@@ -436,12 +446,12 @@ def worker(variant: str, measurement: str, seconds: float) -> float:
     return _step(asyncore, asynchat, use_poll, idle, seconds)
 
 
-def _run_worker(variant: str, path: str, measurement: str, seconds: float) -> float:
+def _run_worker(variant: str, path: str, measurement: str, seconds: float, clock: str) -> float:
     """One measurement in a fresh process; what it reported on stderr is printed too."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH", "")]))
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", variant, measurement, str(seconds)],
+        [sys.executable, __file__, "--worker", variant, measurement, str(seconds), "--clock", clock],
         env=env,
         capture_output=True,
         text=True,
@@ -492,9 +502,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--churn", type=int, default=20_000, help="connections churned")
     parser.add_argument("--only", help="comma-separated measurements (default: all)")
     parser.add_argument("--json")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="time each measurement by wall time (default) or by the worker's CPU time",
+    )
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
+        global _clock
+        _clock = CLOCKS[args.clock]
         variant, measurement, seconds = args.worker
         print(worker(variant, measurement, float(seconds)))
         return
@@ -512,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
             asked = f"churn:{args.churn}" if measurement == "churn" else measurement
             for name, path in variants:
                 variant = name.split("@")[0]
-                results[measurement][name].append(_run_worker(variant, path, asked, args.seconds))
+                results[measurement][name].append(_run_worker(variant, path, asked, args.seconds, args.clock))
     summary = _summarize(results, [name for name, _ in variants], args.rounds)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
