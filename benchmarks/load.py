@@ -92,10 +92,22 @@ def cpu_times(cpu: int | None) -> tuple[int, int] | None:
     return None
 
 
+def _runnable_ns() -> int | None:
+    """Nanoseconds this (single-threaded) process has run or waited for a CPU, or None."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            run, wait = f.read().split()[:2]
+    except (OSError, ValueError):  # not Linux, or no scheduler statistics
+        return None
+    return int(run) + int(wait)
+
+
 class Window:
-    """Wall time, own CPU time and server CPU time between start() and stop(), and the
-    idle share of the CPU the server is pinned to: near 0 while the server used well under
-    a whole CPU means other processes took the rest (a shared machine); clearly above 0,
+    """Wall time, own CPU time and server CPU time between start() and stop(); the share
+    of the window this process was running *or waiting for a CPU* (``client_busy``: near 1,
+    it always had work, so it set the pace even if a shared CPU gave it less than 90 %);
+    and the idle share of the CPU the server is pinned to: near 0 while the server used well
+    under a whole CPU means other processes ran there (a shared machine); clearly above 0,
     the server itself waited (for its clients, or between threads)."""
 
     def __init__(self, server_pid: int | None) -> None:
@@ -107,6 +119,7 @@ class Window:
         self.c0 = time.process_time()
         self.s0 = server_cpu(self.server_pid)
         self.idle0 = cpu_times(self.cpu)
+        self.busy0 = _runnable_ns()
 
     def stop(self, ops: float) -> dict[str, Any]:
         wall = time.perf_counter() - self.t0
@@ -117,8 +130,11 @@ class Window:
         idle = None
         if self.idle0 is not None and idle1 is not None and idle1[1] > self.idle0[1]:
             idle = (idle1[0] - self.idle0[0]) / (idle1[1] - self.idle0[1])
+        busy1 = _runnable_ns()
+        busy = None if self.busy0 is None or busy1 is None else (busy1 - self.busy0) / 1e9 / wall
         return {
             "server_cpu_idle": idle,
+            "client_busy": busy,
             "ops": ops,
             "wall_s": wall,
             "rate": ops / wall,

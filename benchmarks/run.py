@@ -300,7 +300,8 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
             "rounds_ok": len(ok),
             "errors": sorted({r["error"] for r in runs if "error" in r}),
         }
-        for field in ("rate", "server_cpu_us_per_op", "client_util", "server_util", "server_cpu_idle"):
+        fields = ("rate", "server_cpu_us_per_op", "client_util", "server_util")
+        for field in (*fields, "server_cpu_idle", "client_busy"):
             row[field] = _median([r.get(field) for r in ok])
         summary.setdefault(key, {}).setdefault(handler, {})[variant] = row
     for handlers in summary.values():
@@ -325,10 +326,12 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def _bound(row: dict[str, Any]) -> str:
-    """Which process set the pace: the one near a full CPU, if any; else ``shared`` when
-    the server's CPU was never idle (other processes ran there: the server may have been
-    starved rather than waiting), ``-`` when it idled (the server waited: not saturated)."""
-    if (row["client_util"] or 0) >= 0.9:
+    """Which process set the pace: the one near a full CPU (the load generator also when it
+    was running or waiting for a CPU 90 % of the time: starved on a shared CPU), if any;
+    else ``shared`` when the server's CPU was never idle (other processes ran there: the
+    server may have been starved rather than waiting), ``-`` when it idled (the server
+    waited: not saturated)."""
+    if max(row["client_util"] or 0, row.get("client_busy") or 0) >= 0.9:
         return "client"
     if (row["server_util"] or 0) >= 0.9:
         return "server"
@@ -484,8 +487,9 @@ def main(argv: list[str] | None = None) -> None:
         "reference.\nCPU eff. = reference's server CPU time per op / this one's. "
         "server/client CPU = share of one CPU used in the window.\n"
         "bound: which process used >= 90% of its CPU (client = the load generator set the\n"
-        "pace: compare CPU eff. instead); shared: neither, the server's CPU was never idle\n"
-        "(other processes ran there); '-': neither, the server's CPU idled (not saturated)."
+        "pace, or was runnable 90% of the time on a shared CPU: compare CPU eff. instead);\n"
+        "shared: neither, the server's CPU was never idle (other processes ran there);\n"
+        "'-': neither, the server's CPU idled (the server was not saturated)."
     )
     if "warning" in data["environment"]:
         print(f"\nWARNING: {data['environment']['warning']}")
