@@ -45,8 +45,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "w2": {"conns": 8, "line": 1024, "window": 256 * 1024, "chunk": 64 * 1024},
     "w3": {"conns": 10, "line": 64, "idle": 1000, "setup_timeout": 120.0},
     "w4": {"conns": 16, "line": 64},
-    "w5": {"mode": "keepalive", "conns": 0, "body": 0},  # conns 0: 100 keep-alive, 16 close
+    "w5": {"mode": "keepalive", "conns": 0, "body": 0},  # conns 0: W5_CONNS[mode]
 }
+W5_CONNS = {"keepalive": 100, "close": 16}
+"""W5's default connections (keep-alive) or workers (close)."""
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -443,10 +445,8 @@ async def w5(port: int, meter: Window, warmup: float, duration: float, **p: Any)
     connections, each sending its next request when the reply is in) or one connection
     per request (``--mode close``: ``Connection: close``, done when the server closes)."""
     if p["mode"] == "keepalive":
-        return await _w5_keepalive(port, meter, warmup, duration, p["conns"] or 100, p["body"])
-    if p["mode"] == "close":
-        return await _w5_close(port, meter, warmup, duration, p["conns"] or 16, p["body"])
-    raise ValueError(f"W5 mode {p['mode']!r}: keepalive or close")
+        return await _w5_keepalive(port, meter, warmup, duration, p["conns"], p["body"])
+    return await _w5_close(port, meter, warmup, duration, p["conns"], p["body"])
 
 
 async def _w5_keepalive(
@@ -529,6 +529,10 @@ WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5}
 def _params(request: dict[str, Any]) -> dict[str, Any]:
     params = dict(DEFAULTS[request["workload"]])
     params.update({k: v for k, v in request.items() if k in params and v is not None})
+    if request["workload"] == "w5":
+        if params["mode"] not in W5_CONNS:
+            raise ValueError(f"W5 mode {params['mode']!r}: one of {', '.join(W5_CONNS)}")
+        params["conns"] = params["conns"] or W5_CONNS[params["mode"]]
     return params
 
 

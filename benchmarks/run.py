@@ -464,6 +464,8 @@ def main(argv: list[str] | None = None) -> None:
     args.handlers = args.handlers.split(",")
     args.w3_handlers = args.w3_handlers.split(",")
     args.w5_modes = args.w5_modes.split(",")
+    if not set(args.w5_modes) <= set(W5_MODES):
+        parser.error(f"--w5-modes: {', '.join(W5_MODES)}")
     default_workloads = "w1,w2,w4,w5" if args.quick else "w1,w2,w4,w5,w3"
     args.workloads = (args.workloads or default_workloads).split(",")
     args.idle = [int(k) for k in args.idle.split(",")]
