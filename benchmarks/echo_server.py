@@ -14,6 +14,18 @@ HANDLER is the handler flavour: ``chat`` (``async_chat`` line echo, terminator `
 The asyncore variants run the *same* handler source (:func:`make_handlers`); the native
 rewrite of ``chat`` echoes line by line, of ``plain`` echoes whatever arrives.
 
+HANDLER ``wsgi`` is not an echo but W5's threaded HTTP server (:func:`make_wsgi_handlers`):
+an ``async_chat`` per connection parses HTTP/1.x requests (terminator ``b"\\r\\n\\r\\n"``,
+then a Content-Length body if any) and puts them on a ``queue.Queue``; a pool of
+:data:`WORKERS` threads calls a small WSGI application, ``push()``-es the reply from the
+worker's thread (``close_when_done()`` too unless the connection is kept alive), then
+writes one byte to a pipe whose read end is a ``file_dispatcher`` in the same map (the
+trigger that wakes a ``select()`` loop; its ``handle_read()`` drains the pipe).  The
+channel's ``initiate_send()`` takes a per-channel lock: without it 3.11's async_chat,
+sending from two threads, sends a reply twice (measured: duplicate replies and an
+IndexError from the fifo within a second).  The native rewrite parses the same way and
+has the workers hand the reply to the loop with ``call_soon_threadsafe``.
+
 The server binds 127.0.0.1 on a free port, writes the port to PORTFILE, pins itself to one
 CPU (``--cpu``) when it can, and serves until SIGTERM, on which it prints its CPU time as
 one JSON line and exits.
@@ -23,12 +35,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
+import queue
 import resource
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -42,6 +57,8 @@ VARIANTS = (
     "native-uvloop",
 )
 HANDLERS = ("chat", "plain")
+THREADED = "wsgi"
+"""W5's handler: a threaded HTTP server, not an echo; only W5 runs on it."""
 BACKLOG = 1024
 
 
@@ -101,6 +118,198 @@ def make_handlers(asyncore: Any, asynchat: Any) -> dict[str, type]:
     return {"chat": ChatEcho, "plain": PlainEcho, "server": EchoServer}
 
 
+# --------------------------------------------------------------------------- W5: "wsgi"
+
+WORKERS = 4
+"""Threads in the W5 server's pool."""
+
+
+class Request:
+    """One parsed HTTP/1.x request head (and body); parsed in the loop's thread."""
+
+    __slots__ = ("body", "headers", "keep_alive", "method", "target", "version")
+
+    def __init__(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        self.method, self.target, self.version = lines[0].split(b" ", 2)
+        self.headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            self.headers[name.strip().lower()] = value.strip()
+        connection = self.headers.get(b"connection", b"").lower()
+        if self.version == b"HTTP/1.1":
+            self.keep_alive = connection != b"close"
+        else:
+            self.keep_alive = connection == b"keep-alive"
+        self.body = b""
+
+    def length(self) -> int:
+        return int(self.headers.get(b"content-length", b"0"))
+
+
+def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The WSGI application every W5 server runs: a small text reply."""
+    body = b"Hello, %s! (%d bytes read)\n" % (
+        environ["PATH_INFO"].encode("latin-1"),
+        len(environ["wsgi.input"].read()),
+    )
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def respond(request: Request) -> bytes:
+    """What a worker thread does with a request: the WSGI call, then the reply's bytes."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method.decode("latin-1"),
+        "PATH_INFO": request.target.decode("latin-1").partition("?")[0],
+        "SERVER_PROTOCOL": request.version.decode("latin-1"),
+        "wsgi.input": io.BytesIO(request.body),
+    }
+    for name, value in request.headers.items():
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        environ[key] = value.decode("latin-1")
+    started: list[Any] = []
+    chunks = hello_app(environ, lambda status, headers: started.extend((status, headers)))
+    status, headers = started
+    lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers)]
+    if not request.keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + b"".join(chunks)
+
+
+def start_pool(requests: queue.Queue[Any], deliver: Any) -> None:
+    """WORKERS daemon threads: take ``(channel, request)``, build the reply, and hand it to
+    ``deliver(channel, reply, keep_alive)`` in the worker's thread."""
+
+    def work() -> None:
+        while True:
+            channel, request = requests.get()
+            deliver(channel, respond(request), request.keep_alive)
+
+    for n in range(WORKERS):
+        threading.Thread(target=work, name=f"worker-{n}", daemon=True).start()
+
+
+def make_wsgi_handlers(asyncore: Any, asynchat: Any) -> dict[str, Any]:
+    """W5's server on either asyncore implementation: requests parsed by an async_chat,
+    answered by the pool, which pushes each reply from its thread, then pulls a pipe
+    trigger (a ``file_dispatcher`` in the same map) to wake the loop, as medusa, Zope and
+    supervisor did."""
+
+    class Trigger(asyncore.file_dispatcher):
+        def __init__(self, map=None):
+            read_end, self.write_end = os.pipe()
+            os.set_blocking(self.write_end, False)
+            asyncore.file_dispatcher.__init__(self, read_end, map=map)
+            os.close(read_end)  # file_dispatcher keeps its own dup
+
+        def writable(self):
+            return False
+
+        def handle_read(self):
+            self.recv(8192)
+
+        def pull(self):
+            try:
+                os.write(self.write_end, b"x")
+            except BlockingIOError:  # the pipe is full: a wake-up is pending anyway
+                pass
+
+    class HttpChannel(asynchat.async_chat):
+        def __init__(self, sock, map=None):
+            self.send_lock = threading.Lock()
+            asynchat.async_chat.__init__(self, sock, map=map)
+            self.set_terminator(b"\r\n\r\n")
+            self.incoming = []
+            self.request = None  # a head whose body is still being read
+
+        def initiate_send(self):
+            # push() sends from the worker's thread, handle_write() from the loop's: 3.11's
+            # initiate_send() reads the fifo's head, sends it, then drops it, and two threads
+            # doing that at once send one reply twice.
+            with self.send_lock:
+                asynchat.async_chat.initiate_send(self)
+
+        def collect_incoming_data(self, data):
+            self.incoming.append(data)
+
+        def found_terminator(self):
+            data = b"".join(self.incoming)
+            self.incoming = []
+            request, self.request = self.request, None
+            if request is None:
+                request = Request(data)
+                if request.length():
+                    self.request = request
+                    self.set_terminator(request.length())
+                    return
+            else:
+                request.body = data
+                self.set_terminator(b"\r\n\r\n")
+            requests.put((self, request))
+
+        def handle_close(self):
+            self.close()
+
+    requests: queue.Queue[Any] = queue.Queue()
+    trigger = Trigger()
+
+    def deliver(channel, reply, keep_alive):
+        channel.push(reply)
+        if not keep_alive:
+            channel.close_when_done()
+        trigger.pull()
+
+    start_pool(requests, deliver)
+    return {"wsgi": HttpChannel}
+
+
+class NativeHttp(asyncio.Protocol):
+    """Native W5: the same parsing and pool; a worker hands its reply to the loop with
+    ``call_soon_threadsafe`` (asyncio's own self-pipe wake-up)."""
+
+    requests: queue.Queue[Any]
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.buffer = b""
+        self.request: Request | None = None
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            if self.request is None:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                self.request = Request(self.buffer[:end])
+                self.buffer = self.buffer[end + 4 :]
+            length = self.request.length()
+            if len(self.buffer) < length:
+                return
+            self.request.body, self.buffer = self.buffer[:length], self.buffer[length:]
+            self.requests.put((self, self.request))
+            self.request = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.transport = None
+
+    def reply(self, reply: bytes, keep_alive: bool) -> None:
+        if self.transport is None:
+            return
+        self.transport.write(reply)
+        if not keep_alive:
+            self.transport.close()
+
+    @staticmethod
+    def deliver(protocol: NativeHttp, reply: bytes, keep_alive: bool) -> None:
+        protocol.loop.call_soon_threadsafe(protocol.reply, reply, keep_alive)
+
+
 def _serve_asyncore(variant: str, handler: str, portfile: str) -> None:
     if variant.startswith("pyasyncore"):
         import asynchat
@@ -126,7 +335,9 @@ def _serve_asyncore(variant: str, handler: str, portfile: str) -> None:
         # The opt-in of async_chat that sends the replies of one read together.
         asynchat.async_chat.coalesce_pushes = variant.endswith("-coalesce")
 
-    classes = make_handlers(asyncore, asynchat)
+    classes: dict[str, Any] = make_handlers(asyncore, asynchat)
+    if handler == THREADED:
+        classes.update(make_wsgi_handlers(asyncore, asynchat))
     server = classes["server"](classes[handler])
     _write_port(portfile, server.socket.getsockname()[1])
     asyncore.loop(timeout=30.0, use_poll=(variant == "pyasyncore-poll"))
@@ -176,7 +387,11 @@ def _serve_native(variant: str, handler: str, portfile: str) -> None:
     else:
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    protocol = LineEcho if handler == "chat" else RawEcho
+    protocol: Any = LineEcho if handler == "chat" else RawEcho
+    if handler == THREADED:
+        protocol = NativeHttp
+        NativeHttp.requests = queue.Queue()
+        start_pool(NativeHttp.requests, NativeHttp.deliver)
     server = loop.run_until_complete(loop.create_server(protocol, "127.0.0.1", 0, backlog=BACKLOG))
     _write_port(portfile, server.sockets[0].getsockname()[1])
     loop.run_forever()
@@ -209,7 +424,7 @@ _STARTED = time.monotonic()
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variant", choices=VARIANTS)
-    parser.add_argument("handler", choices=HANDLERS)
+    parser.add_argument("handler", choices=(*HANDLERS, THREADED))
     parser.add_argument("portfile")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU if possible")
     args = parser.parse_args(argv)

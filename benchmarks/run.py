@@ -7,6 +7,8 @@ every server in turn (interleaved: A B C ... A B C ..., the order rotated each r
 It prints one table per workload and handler with the medians over the rounds and their
 ratios to ``pyasyncore-select`` (a) and to ``native-uvloop`` (f), writes
 ``benchmarks/results.json`` and, if matplotlib is importable, ``benchmarks/ratios.png``.
+W1-W4 run on the echo servers (``--handlers``); W5 on a second server per variant, the
+threaded HTTP server (handler ``wsgi``), in each of ``--w5-modes``.
 
 A variant name may carry suffixes, to compare trees of ours in one run: ``@NAME`` runs it
 on the package of another checkout (``--tree NAME=DIR``: DIR goes first on the server's
@@ -38,7 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from echo_server import HANDLERS, VARIANTS  # noqa: E402
+from echo_server import HANDLERS, THREADED, VARIANTS  # noqa: E402
 
 BASE = "pyasyncore-select"
 POLL = "pyasyncore-poll"
@@ -67,7 +69,9 @@ LABELS = {
     "w2": "W2 bulk (MiB/s)",
     "w3": "W3 idle scaling (round trips/s of the active connections)",
     "w4": "W4 churn (connections/s)",
+    "w5": "W5 threaded HTTP server (requests/s)",
 }
+W5_MODES = {"keepalive": "keep-alive", "close": "a connection per request"}
 
 
 class Server:
@@ -172,19 +176,52 @@ def _cpus() -> tuple[int | None, int | None]:
 
 
 def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
-    plan: list[dict[str, Any]] = [{"workload": w} for w in args.workloads if w != "w3"]
+    plan: list[dict[str, Any]] = []
+    for w in args.workloads:
+        if w == "w5":
+            plan += [{"workload": "w5", "mode": m} for m in args.w5_modes]
+        elif w != "w3":
+            plan.append({"workload": w})
     if "w3" in args.workloads:
         plan += [{"workload": "w3", "idle": k} for k in args.idle]
     return plan
 
 
 def _key(req: dict[str, Any]) -> str:
-    return req["workload"] + (f"-k{req['idle']}" if "idle" in req else "")
+    if "idle" in req:
+        return f"{req['workload']}-k{req['idle']}"
+    if "mode" in req:
+        return f"{req['workload']}-{req['mode']}"
+    return str(req["workload"])
+
+
+def _combos(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (variant, handler) servers: the echo servers W1-W4 need, and W5's.  W5 skips
+    ``-coalesce`` variants: its channel has its own ``initiate_send()`` (a lock), and
+    ``coalesce_pushes`` applies only to channels that keep 3.11's: it would run (d) again."""
+    echo = [(v, h) for h in args.handlers for v in args.variants]
+    threaded = [(v, THREADED) for v in args.variants if "-coalesce" not in v]
+    return (
+        echo if any(w != "w5" for w in args.workloads) else [],
+        threaded if "w5" in args.workloads else [],
+    )
+
+
+def _targets(
+    step: dict[str, Any], args: argparse.Namespace, echo: list[tuple[str, str]], threaded: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The servers one step of the plan measures."""
+    if step["workload"] == "w5":
+        return threaded
+    if step["workload"] == "w3":
+        return [c for c in echo if c[1] in args.w3_handlers]
+    return echo
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     server_cpu, client_cpu = (None, None) if args.no_pin else _cpus()
-    combos = [(v, h) for h in args.handlers for v in args.variants]
+    echo, threaded = _combos(args)
+    combos = echo + threaded
     raw: list[dict[str, Any]] = []
     started = time.time()
     loadavg_before = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -195,12 +232,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         worker = LoadWorker(client_cpu)
         try:
             for rnd in range(args.rounds):
-                shift = rnd % len(combos)
-                order = combos[shift:] + combos[:shift]
                 for step in _plan(args):
-                    for combo in order:
-                        if step["workload"] == "w3" and combo[1] not in args.w3_handlers:
-                            continue
+                    targets = _targets(step, args, echo, threaded)
+                    shift = rnd % max(1, len(targets))
+                    for combo in targets[shift:] + targets[:shift]:
                         raw.append(_one(args, worker, servers[combo], step, rnd))
         finally:
             worker.stop()
@@ -265,7 +300,8 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
             "rounds_ok": len(ok),
             "errors": sorted({r["error"] for r in runs if "error" in r}),
         }
-        for field in ("rate", "server_cpu_us_per_op", "client_util", "server_util"):
+        fields = ("rate", "server_cpu_us_per_op", "client_util", "server_util")
+        for field in (*fields, "server_cpu_idle", "client_busy"):
             row[field] = _median([r.get(field) for r in ok])
         summary.setdefault(key, {}).setdefault(handler, {})[variant] = row
     for handlers in summary.values():
@@ -290,20 +326,28 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def _bound(row: dict[str, Any]) -> str:
-    """Which process set the pace: the one near a full CPU, if any."""
-    if (row["client_util"] or 0) >= 0.9:
+    """Which process set the pace: the one near a full CPU (the load generator also when it
+    was running or waiting for a CPU 90 % of the time: starved on a shared CPU), if any;
+    else ``shared`` when the server's CPU was never idle (other processes ran there: the
+    server may have been starved rather than waiting), ``-`` when it idled (the server
+    waited: not saturated)."""
+    if max(row["client_util"] or 0, row.get("client_busy") or 0) >= 0.9:
         return "client"
     if (row["server_util"] or 0) >= 0.9:
         return "server"
+    idle = row.get("server_cpu_idle")
+    if idle is not None and idle < 0.05:
+        return "shared"
     return "-"
 
 
 def table(summary: dict[str, Any], variants: list[str]) -> str:
     out = []
-    for key in sorted(summary):
+    for key in sorted(summary, key=_workload_order):
         for handler, rows in sorted(summary[key].items()):
-            wl = key.split("-")[0]
-            extra = f", K={key.split('-k')[1]} idle" if "-k" in key else ""
+            wl, _, detail = key.partition("-")
+            extra = f", K={detail[1:]} idle" if wl == "w3" else ""
+            extra += f", {W5_MODES.get(detail, detail)}" if wl == "w5" else ""
             # W3: select() dies at fd 1024, so the idle-scaling targets are against (b).
             by_b = wl == "w3"
             out.append(f"\n{LABELS[wl]}{extra}, handler {handler}\n")
@@ -367,9 +411,11 @@ def chart(summary: dict[str, Any], variants: list[str], path: Path) -> str:
     return f"chart written to {path}"
 
 
-def _workload_order(key: str) -> tuple[str, int]:
-    workload, _, idle = key.partition("-k")
-    return workload, int(idle or 0)
+def _workload_order(key: str) -> tuple[str, int, str]:
+    workload, _, detail = key.partition("-")
+    if workload == "w3":
+        return workload, int(detail[1:]), ""
+    return workload, 0, detail
 
 
 def report(paths: list[str], chart_path: Path) -> None:
@@ -393,9 +439,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, help="seconds before each window (default 0.5)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--handlers", default=",".join(HANDLERS))
-    parser.add_argument("--workloads", help="comma-separated, default w1,w2,w3,w4 (quick: no w3)")
+    parser.add_argument("--workloads", help="comma-separated, default w1,w2,w4,w5,w3 (quick: no w3)")
     parser.add_argument("--idle", default="1000", help="W3 idle counts, e.g. 1000,5000,10000")
     parser.add_argument("--w3-handlers", default="plain", help="handlers W3 runs on")
+    parser.add_argument("--w5-modes", default="keepalive,close", help="W5: keepalive, close")
     parser.add_argument(
         "--tree", action="append", default=[], metavar="NAME=DIR", help="a checkout for VARIANT@NAME"
     )
@@ -416,7 +463,10 @@ def main(argv: list[str] | None = None) -> None:
     TREES.update(tree.split("=", 1) for tree in args.tree)
     args.handlers = args.handlers.split(",")
     args.w3_handlers = args.w3_handlers.split(",")
-    default_workloads = "w1,w2,w4" if args.quick else "w1,w2,w4,w3"
+    args.w5_modes = args.w5_modes.split(",")
+    if not set(args.w5_modes) <= set(W5_MODES):
+        parser.error(f"--w5-modes: {', '.join(W5_MODES)}")
+    default_workloads = "w1,w2,w4,w5" if args.quick else "w1,w2,w4,w5,w3"
     args.workloads = (args.workloads or default_workloads).split(",")
     args.idle = [int(k) for k in args.idle.split(",")]
     if args.rounds < 3:
@@ -439,7 +489,9 @@ def main(argv: list[str] | None = None) -> None:
         "reference.\nCPU eff. = reference's server CPU time per op / this one's. "
         "server/client CPU = share of one CPU used in the window.\n"
         "bound: which process used >= 90% of its CPU (client = the load generator set the\n"
-        "pace: compare CPU eff. instead); '-': neither, the CPUs were shared or idle."
+        "pace, or was runnable 90% of the time on a shared CPU: compare CPU eff. instead);\n"
+        "shared: neither, the server's CPU was never idle (other processes ran there);\n"
+        "'-': neither, the server's CPU idled (the server was not saturated)."
     )
     if "warning" in data["environment"]:
         print(f"\nWARNING: {data['environment']['warning']}")
