@@ -53,7 +53,9 @@ cost per operation and as a ratio to pyasyncore with ``select()`` in the same ru
   the server's open fds and VmRSS growth (KiB) after the churn.
 
 Variants: ``pyasyncore-select``, ``pyasyncore-poll``, ``ours-asyncio``, ``ours-uvloop``
-(each in its own subprocess, so one cannot warm or pollute another).  Usage, from the
+(each in its own subprocess, so one cannot warm or pollute another).  ``ours-*`` run on
+whichever engine core the package has (compiled where it was built); ``--pure`` adds
+``ours-*+pure`` rows, the same package with ``ASYNCORE_ON_ASYNCIO_NO_EXTENSIONS=1``.  Usage, from the
 repository root::
 
     PYTHONPATH=. python benchmarks/micro.py [--rounds 5] [--seconds 0.5] [--json FILE]
@@ -457,9 +459,14 @@ def worker(variant: str, measurement: str, seconds: float) -> float:
 
 
 def _run_worker(variant: str, path: str, measurement: str, seconds: float, clock: str) -> float:
-    """One measurement in a fresh process; what it reported on stderr is printed too."""
+    """One measurement in a fresh process; what it reported on stderr is printed too.
+
+    A ``+pure`` variant runs with the pure-Python engine forced."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH", "")]))
+    variant, pure, _ = variant.partition("+pure")
+    if pure:
+        env["ASYNCORE_ON_ASYNCIO_NO_EXTENSIONS"] = "1"
     out = subprocess.run(
         [sys.executable, __file__, "--worker", variant, measurement, str(seconds), "--clock", clock],
         env=env,
@@ -518,6 +525,9 @@ def main(argv: list[str] | None = None) -> None:
         default="wall",
         help="time each measurement by wall time (default) or by the worker's CPU time",
     )
+    parser.add_argument(
+        "--pure", action="store_true", help="also run ours with the pure-Python engine forced (+pure rows)"
+    )
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -531,6 +541,8 @@ def main(argv: list[str] | None = None) -> None:
     for path in paths:
         label = "" if len(paths) == 1 else f"@{Path(path).name}"
         variants += [(f"ours-asyncio{label}", path), (f"ours-uvloop{label}", path)]
+        if args.pure:
+            variants += [(f"ours-asyncio+pure{label}", path), (f"ours-uvloop+pure{label}", path)]
     measurements = args.only.split(",") if args.only else list(MEASUREMENTS)
     if "bounce-floor" in measurements and "bounce" not in measurements:
         measurements.insert(measurements.index("bounce-floor"), "bounce")  # its reference
