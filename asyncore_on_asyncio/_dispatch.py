@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 from ._handlers import _exception, read, readwrite, write
+from ._predicates import wanted
 from ._readiness import (
     POLL_REQUEST,
     POLLERR,
@@ -30,7 +31,7 @@ from ._readiness import (
     READ,
     WRITE,
 )
-from ._scan import Batch, fd_of_key, wanted
+from ._scan import Batch, fd_of_key
 
 __all__ = ["STOCK", "DispatchBatch", "Handlers", "Handling", "dispatch_batch", "run_nested"]
 

@@ -28,14 +28,13 @@ except ImportError:  # the pure engine, where Cython is not installed
     from . import _cython_fallback as cython
 
 from ._classflags import PerClass, replaced_on_instance
-from ._readiness import INVALID, PRIORITY, READ, WATCHED, WRITE, Owner, Record, SourceBase
+from ._predicates import READ_ONLY, wanted, wanted_by_all
+from ._readiness import INVALID, PRIORITY, WATCHED, WRITE, Owner, Record, SourceBase
 
 if cython.compiled:
     from cython.cimports.cpython.dict import PyDict_Keys, PyDict_Values
 
 __all__ = ["Batch", "BatchEntry", "Scanner", "declare_stock", "fd_of_key", "is_closed"]
-
-READ_ONLY = READ | PRIORITY
 
 BatchEntry = tuple[Any, int, Any, int]
 """(map key, fd, object, wanted events) of a ready entry."""
@@ -129,16 +128,6 @@ def _observes_urgent(obj: Any) -> bool:
         return True
 
 
-def wanted(obj: Any, write_bits: int) -> int:
-    """READ|WRITE|PRIORITY bits for ``obj``, asking ``readable()`` then ``writable()`` as 3.11.
-
-    A listening socket is never writable.
-    """
-    return (READ_ONLY if obj.readable() else 0) | (
-        write_bits if obj.writable() and not obj.accepting else 0
-    )
-
-
 class Scanner:
     """The scans of one map for one owner, applied to a readiness source."""
 
@@ -207,10 +196,7 @@ class Scanner:
             keys, objs = list(map), list(map.values())
         write_bits = self.write_bits
         # readable() then writable(), object by object in map order, as 3.11 asked them.
-        wanted = [
-            (READ_ONLY if obj.readable() else 0) | (write_bits if obj.writable() and not obj.accepting else 0)
-            for obj in objs
-        ]
+        wanted = wanted_by_all(objs, write_bits)
         verify = self._full_scan_needed or now >= self._next_full_scan
         if (
             not verify

@@ -29,6 +29,11 @@ INSTALLED = Path(asyncore_on_asyncio.__file__).parent
 needs_sources = pytest.mark.skipif(
     not SOURCES.is_dir(), reason="the package's sources are not beside the tests (an installed wheel is tested)"
 )
+once_per_interpreter = pytest.mark.skipif(
+    bool(os.environ.get(NO_EXTENSIONS_ENV_VAR) or os.environ.get("ASYNCORE_ON_ASYNCIO_READINESS")),
+    reason="a build does not depend on the core or readiness source forced at run time: "
+    "the run with neither variable set builds",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -120,6 +125,7 @@ def _build_wheel(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProces
 
 
 @needs_sources
+@once_per_interpreter
 @pytest.mark.timeout(600)
 def test_the_variable_at_build_time_makes_a_pure_wheel(tmp_path: Path) -> None:
     result, (name, *files) = _build_wheel(tmp_path, **{NO_EXTENSIONS_ENV_VAR: "1"})
@@ -130,6 +136,7 @@ def test_the_variable_at_build_time_makes_a_pure_wheel(tmp_path: Path) -> None:
 
 
 @needs_sources
+@once_per_interpreter
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the core is compiled on Linux only")
 def test_a_compile_that_fails_installs_the_pure_engine(tmp_path: Path) -> None:
