@@ -60,6 +60,7 @@ from . import (
     Owner,
     Record,
     SourceBase,
+    cannot_watch_fds,
 )
 
 __all__ = ["EpollSource"]
@@ -99,7 +100,11 @@ class EpollSource(SourceBase):
         self._lock = threading.Lock()
         self._stale = False
         self._epoll = select.epoll()
-        loop.add_reader(self._epoll.fileno(), self._readable)
+        try:
+            loop.add_reader(self._epoll.fileno(), self._readable)
+        except NotImplementedError as exc:
+            self._epoll.close()
+            raise cannot_watch_fds(loop) from exc
 
     def update(self, rec: Record, events: int) -> None:
         # The hot case first: a watched fd that is not blocked only turns its wish to write

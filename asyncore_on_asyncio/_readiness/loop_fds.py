@@ -3,8 +3,9 @@
 Used where there is no epoll (or when ``ASYNCORE_ON_ASYNCIO_READINESS=loop-fds``).
 The event loop's callbacks only wake a waiting owner; what is ready comes from one
 zero-timeout ``poll()`` of every watched fd (a ``select.poll`` object kept in step
-with the records), made by :meth:`LoopFdSource.collect`: exact at the time of the
-cycle, as 3.11's own ``poll()`` pass was, and at 3.11's cost.
+with the records; where ``poll()`` does not exist, Windows, the same over
+``select()``: :mod:`.pollster`), made by :meth:`LoopFdSource.collect`: exact at the
+time of the cycle, as 3.11's own ``poll()`` or ``select()`` pass was, and at 3.11's cost.
 
 What per-fd registration needs on top of :class:`..SourceBase`:
 
@@ -15,8 +16,11 @@ What per-fd registration needs on top of :class:`..SourceBase`:
   POLLERR is registered afresh at the next scan.
 * asyncio has no event for urgent data: on Linux a private epoll watches EPOLLPRI
   (edge-triggered, re-armed at each update so that a pending urgent byte is
-  reported every cycle, as ``select()`` did); elsewhere urgent data alone does
-  not wake a cycle.
+  reported every cycle, as ``select()`` did); elsewhere (macOS, the BSDs,
+  Windows) urgent data alone does not wake a cycle, but any cycle that runs
+  reports it (``collect()`` asks for POLLPRI).
+* An event loop that cannot watch fds (Windows' ``ProactorEventLoop``) raises
+  :func:`..cannot_watch_fds`'s error at the first registration.
 * libuv aborts the process if an fd it watches is closed by another thread; such a
   close ``dup2()``s a pipe over the fd number (:meth:`LoopFdSource.close_from_thread`)
   and the loop's thread unregisters and closes that placeholder.
@@ -40,7 +44,9 @@ from . import (
     Owner,
     Record,
     SourceBase,
+    cannot_watch_fds,
 )
+from .pollster import Pollster, new_pollster
 
 __all__ = ["LoopFdSource"]
 
@@ -90,7 +96,7 @@ class LoopFdSource(SourceBase):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self._priority: _PriorityWatch | None = None
-        self._pollster = select.poll()
+        self._pollster: Pollster = new_pollster()
         """Every watched fd with what its record wants (poll's registrations are a dict)."""
         self._placeholders: dict[int, int] = {}
         """fd -> write end of the pipe whose read end was dup2()ed over fd."""
@@ -123,6 +129,10 @@ class LoopFdSource(SourceBase):
             self._unwatch(rec)
             self._refused(rec, exc)
             return
+        except NotImplementedError as exc:
+            rec.mask = mask
+            rec.events = -1  # not applied: the next update tries (and explains) again
+            raise cannot_watch_fds(loop) from exc
         if events & PRIORITY and rec.urgent and hasattr(select, "epoll"):
             if self._priority is None:
                 self._priority = _PriorityWatch(loop, self._on_priority)

@@ -1,0 +1,94 @@
+"""Run the tests on Linux as if ``select`` lacked epoll (macOS, the BSDs) or epoll and poll (Windows).
+
+``ASYNCORE_TEST_HIDE_SELECT`` names what to hide, comma-separated: ``epoll`` (macOS-like:
+the engine takes its per-fd fallback source, as it must where there is no epoll, and urgent
+data is not watched) or ``epoll,poll`` (Windows-like readiness: that source collects with
+``select()``, ``loop(use_poll=True)`` falls back to ``select()`` semantics and ``poll2()``
+raises AttributeError, as 3.11's did there).  Nothing else of those platforms is simulated:
+the event loops still run on Linux, uvloop included (libuv keeps its own epoll).
+
+:func:`hide` deletes the attributes from the ``select`` module, and the selector classes
+built on them from ``selectors`` (whose ``DefaultSelector`` becomes the best one left:
+asyncio's default loop then uses ``PollSelector``, or ``SelectSelector`` as on Windows).
+It must run before ``asyncore_on_asyncio`` is imported (the package decides once, at
+import, whether ``select.poll`` exists), and it refuses to run after.  Two callers:
+
+* ``tests/__init__.py`` (:func:`hide_for_this_run`), which Python runs before
+  ``tests/conftest.py`` or any test module, for the pytest process;
+* this file, as ``sitecustomize``, for every Python subprocess a test starts:
+  :func:`hide_for_this_run` puts this directory first on ``PYTHONPATH`` (and on
+  ``sys.path``, which some tests pass on), and Python's ``site`` imports it at start-up.
+  A ``sitecustomize`` that this one shadows is found further along the path and run after it.
+
+``tests/test_platforms.py`` checks both, in the process and in a subprocess.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import select
+import selectors
+import sys
+
+HIDE_ENV_VAR = "ASYNCORE_TEST_HIDE_SELECT"
+HIDEABLE = ("epoll", "poll")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def hidden_names() -> tuple[str, ...]:
+    """What ``ASYNCORE_TEST_HIDE_SELECT`` asks to hide (ValueError for anything else)."""
+    names = tuple(n.strip() for n in os.environ.get(HIDE_ENV_VAR, "").split(",") if n.strip())
+    unknown = [n for n in names if n not in HIDEABLE]
+    if unknown:
+        raise ValueError(f"{HIDE_ENV_VAR}: cannot hide {unknown}; expected some of {HIDEABLE}")
+    return names
+
+
+def hide(names: tuple[str, ...]) -> None:
+    """Delete ``select.<name>`` for each of ``names``, and what ``selectors`` built on them."""
+    if not names:
+        return
+    if "asyncore_on_asyncio" in sys.modules and any(hasattr(select, n) for n in names):
+        raise RuntimeError(
+            f"{HIDE_ENV_VAR}: asyncore_on_asyncio was imported before select.{names} could be "
+            "hidden, so it would still use them"
+        )
+    prefixes = tuple(f"{name.upper()}" for name in names)  # EPOLL*, POLL*: constants go too
+    for attr in list(vars(select)):
+        if attr in names or attr.startswith(prefixes):
+            delattr(select, attr)
+    if "epoll" in names:
+        selectors.__dict__.pop("EpollSelector", None)
+    if "poll" in names:
+        selectors.__dict__.pop("PollSelector", None)
+    best = getattr(selectors, "PollSelector", selectors.SelectSelector)
+    selectors.DefaultSelector = best  # type: ignore[misc]
+
+
+def hide_for_this_run() -> tuple[str, ...]:
+    """Hide what the variable names, here and in the Python subprocesses to come; return it."""
+    names = hidden_names()
+    hide(names)
+    if names:
+        paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if HERE not in paths:
+            os.environ["PYTHONPATH"] = os.pathsep.join([HERE, *filter(None, paths)])
+        if HERE not in sys.path:
+            sys.path.insert(0, HERE)
+    return names
+
+
+def _run_shadowed_sitecustomize() -> None:
+    path = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != HERE]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", path)
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+if __name__ == "sitecustomize":  # imported by site at start-up, not by the conftest
+    hide(hidden_names())
+    _run_shadowed_sitecustomize()
