@@ -7,7 +7,7 @@
   and ``serve()``, with either readiness source.
 * Readiness without ``select.poll`` (Windows): :class:`SelectPollster` answers as
   ``poll()`` would, from ``select()``, and the fallback source runs on it.
-* The simulation itself (``ASYNCORE_TEST_HIDE_SELECT``, tests/hide_select/sitecustomize.py):
+* The simulation itself (``ASYNCORE_TEST_HIDE``, tests/hide/sitecustomize.py):
   in this process and in a subprocess, what it hides is gone, and the package sees it.
 """
 
@@ -32,7 +32,7 @@ from asyncore_on_asyncio import _driver, _engine, asyncore
 from asyncore_on_asyncio._readiness import READINESS_ENV_VAR, loop_fds, make_source
 from asyncore_on_asyncio._readiness.pollster import SelectPollster, new_pollster
 from tests.helpers import run_until, socketpair
-from tests.hide_select.sitecustomize import HIDE_ENV_VAR
+from tests.hide.sitecustomize import HIDE_ENV_VAR
 
 REPO = Path(__file__).resolve().parent.parent
 POLLIN, POLLPRI, POLLOUT, POLLNVAL = 0x001, 0x002, 0x004, 0x020  # Linux's values, ours too
@@ -218,7 +218,7 @@ def test_fallback_source_on_select_serves_and_closes(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.loop_free
 def test_the_package_sees_what_this_run_hides() -> None:
-    hidden = tests.HIDDEN_SELECT_NAMES
+    hidden = tests.HIDDEN_NAMES
     for name in hidden:
         assert not hasattr(select, name)
     assert _driver._HAS_POLL == asyncore._HAS_POLL == ("poll" not in hidden) == hasattr(select, "poll")
@@ -231,7 +231,7 @@ _CHILD = textwrap.dedent(
     import asyncore_on_asyncio
     from asyncore_on_asyncio import _driver
     from asyncore_on_asyncio._readiness import make_source
-    from tests.hide_select.sitecustomize import hide
+    from tests.hide.sitecustomize import hide
     loop = asyncio.SelectorEventLoop()
     try:
         source = make_source(loop, lambda: True)
@@ -247,6 +247,12 @@ _CHILD = textwrap.dedent(
         hide(("epoll",))
     except RuntimeError as exc:
         print("refused:", "imported before" in str(exc))
+    try:
+        import uvloop
+    except ImportError:
+        print("no uvloop")
+    else:
+        print("uvloop")
     """
 )
 
@@ -255,10 +261,10 @@ _CHILD = textwrap.dedent(
 @pytest.mark.parametrize(
     ("hide", "expected"),
     [
-        ("epoll", ["LoopFdSource poll True", "PollSelector False", "False True", "refused: True"]),
+        ("epoll", ["LoopFdSource poll True", "EpollSelector True", "False True", "refused: True", "uvloop"]),
         (
-            "epoll,poll",
-            ["LoopFdSource SelectPollster False", "SelectSelector False", "False False", "refused: True"],
+            "epoll,poll,uvloop",
+            ["LoopFdSource SelectPollster False", "SelectSelector False", "False False", "refused: True", "no uvloop"],
         ),
     ],
 )
@@ -269,7 +275,7 @@ def test_hiding_applies_in_the_process_and_its_subprocesses(hide: str, expected:
         [sys.executable, "-c", _CHILD], cwd=REPO, env=env, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:4] == expected
+    assert result.stdout.split("\n")[:5] == expected
 
 
 @pytest.mark.loop_free

@@ -23,7 +23,9 @@ What per-fd registration needs on top of :class:`..SourceBase`:
   :func:`..cannot_watch_fds`'s error at the first registration.
 * libuv aborts the process if an fd it watches is closed by another thread; such a
   close ``dup2()``s a pipe over the fd number (:meth:`LoopFdSource.close_from_thread`)
-  and the loop's thread unregisters and closes that placeholder.
+  and the loop's thread unregisters and closes that placeholder.  asyncio's
+  ``SelectSelector`` (Windows) fails its whole ``select()`` on such an fd: there the
+  socket is detached and the loop's thread unregisters and closes it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import selectors
+import socket
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -100,6 +104,8 @@ class LoopFdSource(SourceBase):
         """Every watched fd with what its record wants (poll's registrations are a dict)."""
         self._placeholders: dict[int, int] = {}
         """fd -> write end of the pipe whose read end was dup2()ed over fd."""
+        self._handed_over: set[int] = set()
+        """Detached sockets' fds, for the loop's thread to unregister and close."""
 
     # -- the loop side ----------------------------------------------------------------------
 
@@ -225,10 +231,14 @@ class LoopFdSource(SourceBase):
 
         On uvloop the file is released at once by ``dup2()``-ing a pipe over the fd
         number (never readable while its write end is open: no events), and the
-        loop's thread unregisters and closes that placeholder.
+        loop's thread unregisters and closes that placeholder.  On asyncio's
+        ``SelectSelector`` (Windows) ``sock`` is detached and the loop's thread
+        unregisters and closes its fd.
         """
         if isinstance(self.loop, asyncio.BaseEventLoop):
-            return False  # asyncio's selector forgets a closed fd by itself
+            # Its epoll, kqueue or poll selector forgets (or reports) a closed fd by itself.
+            selector = getattr(self.loop, "_selector", None)
+            return isinstance(selector, selectors.SelectSelector) and self._hand_over(sock, fd)
         placeholder, keep = os.pipe()
         try:
             os.dup2(placeholder, fd)
@@ -248,6 +258,31 @@ class LoopFdSource(SourceBase):
                 os.close(fd)
                 os.close(keep)
         return True
+
+    def _hand_over(self, sock: Any, fd: int) -> bool:
+        """Detach ``sock`` and have the loop's thread unregister and close its fd."""
+        detach = getattr(sock, "detach", None)
+        if detach is None:
+            return False  # a file_wrapper: POSIX only, where the loop does not select()
+        detach()
+        self._handed_over.add(fd)
+        try:
+            self.loop.call_soon_threadsafe(self._close_handed_over, fd)
+        except RuntimeError:
+            # That loop was closed meanwhile, and its registrations with it.
+            self._handed_over.discard(fd)
+            socket.close(fd)
+        return True
+
+    def _close_handed_over(self, fd: int) -> None:
+        if fd not in self._handed_over:
+            return  # closed with the source meanwhile
+        self._handed_over.discard(fd)
+        rec = self._records.get(fd)  # still open: the number cannot have been reused
+        if rec is not None:
+            self.remove(rec)
+            rec.owner.parked(fd)
+        socket.close(fd)
 
     def _release_placeholder(self, fd: int) -> None:
         keep = self._placeholders.pop(fd, None)
@@ -269,3 +304,5 @@ class LoopFdSource(SourceBase):
             del self._placeholders[fd]
             os.close(fd)
             os.close(keep)
+        while self._handed_over:
+            socket.close(self._handed_over.pop())
