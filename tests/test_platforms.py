@@ -7,6 +7,7 @@
   and ``serve()``, with either readiness source.
 * Readiness without ``select.poll`` (Windows): :class:`SelectPollster` answers as
   ``poll()`` would, from ``select()``, and the fallback source runs on it.
+* ``file_dispatcher``/``file_wrapper`` exist only where ``os.name`` is "posix", as in 3.11.
 * The simulation itself (``ASYNCORE_TEST_HIDE``, tests/hide/sitecustomize.py):
   in this process and in a subprocess, what it hides is gone, and the package sees it.
 """
@@ -298,3 +299,17 @@ def test_make_source_follows_select(monkeypatch: pytest.MonkeyPatch) -> None:
             source.close()
     finally:
         loop.close()
+
+
+@pytest.mark.loop_free
+@pytest.mark.parametrize(("os_name", "expected"), [("posix", "True True"), ("nt", "False False")])
+def test_file_dispatcher_exists_where_3_11_had_it(os_name: str, expected: str) -> None:
+    """3.11 defined file_wrapper and file_dispatcher only where os.name is "posix"."""
+    child = (
+        f"import asyncio, os; os.name = {os_name!r}\n"
+        "from asyncore_on_asyncio import asyncore\n"
+        "print(hasattr(asyncore, 'file_dispatcher'), hasattr(asyncore, 'file_wrapper'))"
+    )
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
