@@ -1,8 +1,8 @@
 """The readiness path: what reaches the kernel per cycle, bursts, host-loop stepping,
 fds closed behind the engine's back, closes from other threads, per-thread state.
 
-Every test runs on both event loops; with ``ASYNCORE_ON_ASYNCIO_READINESS=loop-fds`` (a
-CI run) on the per-fd fallback source too.
+Every test runs on both event loops; in CI's macOS-like and Windows-like runs
+(``ASYNCORE_TEST_HIDE``, tests/hide/sitecustomize.py) on the per-fd fallback source too.
 """
 
 from __future__ import annotations
