@@ -44,10 +44,10 @@ POLLIN, POLLPRI, POLLOUT, POLLNVAL = 0x001, 0x002, 0x004, 0x020  # Linux's value
 class NoFdLoop(asyncio.SelectorEventLoop):
     """A loop that cannot watch fds, as Windows' ProactorEventLoop (AbstractEventLoop's methods)."""
 
-    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:  # type: ignore[override]
         raise NotImplementedError
 
-    def add_writer(self, fd: Any, callback: Any, *args: Any) -> None:
+    def add_writer(self, fd: Any, callback: Any, *args: Any) -> None:  # type: ignore[override]
         raise NotImplementedError
 
 
@@ -176,8 +176,14 @@ def test_new_pollster_is_select_poll_where_it_exists() -> None:
 
 
 class _Echo(asyncore.dispatcher_with_send):
+    closed = False
+
     def handle_read(self) -> None:
         self.send(self.recv(4096))
+
+    def handle_close(self) -> None:
+        self.closed = True
+        self.close()
 
 
 def test_fallback_source_on_select_serves_and_closes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,8 +194,6 @@ def test_fallback_source_on_select_serves_and_closes(monkeypatch: pytest.MonkeyP
     m: dict[int, Any] = {}
     left, right = socketpair()
     echo = _Echo(left, map=m)
-    closed: list[bool] = []
-    echo.handle_close = lambda: (closed.append(True), echo.close())  # type: ignore[method-assign]
     try:
         right.sendall(b"ping")
         got = bytearray()
@@ -206,7 +210,7 @@ def test_fallback_source_on_select_serves_and_closes(monkeypatch: pytest.MonkeyP
         assert isinstance(source, loop_fds.LoopFdSource)
         assert isinstance(source._pollster, SelectPollster)
         os.close(left.detach())  # closed behind its dispatcher's back: select() alone fails
-        run_until(lambda: closed, map=m)
+        run_until(lambda: echo.closed, map=m)
         assert not m
     finally:
         if m:

@@ -73,7 +73,7 @@ def hide(names: tuple[str, ...]) -> None:
     if "poll" in names:  # Windows-like: asyncio's loop selects, as it does there
         selectors.__dict__.pop("EpollSelector", None)
         selectors.__dict__.pop("PollSelector", None)
-        selectors.DefaultSelector = selectors.SelectSelector  # type: ignore[misc]
+        selectors.DefaultSelector = selectors.SelectSelector  # type: ignore[misc, assignment]
 
 
 def hide_for_this_run() -> tuple[str, ...]:
