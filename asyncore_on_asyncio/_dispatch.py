@@ -4,7 +4,8 @@
 ``readwrite(obj, flags)`` per object in map order; with ``select()`` semantics the
 flags become select()'s three sets and every read event goes first, then every write
 event, then every priority event.  :func:`run_nested` is 3.11's loop on a private
-``poll()``, for ``loop()`` called from inside a handler.
+``poll()`` (``select()`` where there is no ``poll()``), for ``loop()`` called
+from inside a handler.
 
 The four handler functions are a parameter (:class:`Handlers`, default
 :data:`STOCK`, ``_handlers``' own): the report (:mod:`._report`) passes timed
@@ -13,7 +14,6 @@ twins of them, and the order stays this module's alone.
 
 from __future__ import annotations
 
-import select
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -31,6 +31,7 @@ from ._readiness import (
     READ,
     WRITE,
 )
+from ._readiness.pollster import new_pollster
 from ._scan import Batch, fd_of_key
 
 __all__ = ["STOCK", "DispatchBatch", "Handlers", "Handling", "dispatch_batch", "run_nested"]
@@ -167,7 +168,7 @@ def run_nested(
     count: int | None,
     dispatch: DispatchBatch = dispatch_batch,
 ) -> None:
-    """3.11's cycles on a private ``poll()``, for a ``loop()`` called from inside a handler."""
+    """3.11's cycles on a private ``poll()`` (or ``select()``), for a ``loop()`` called from inside a handler."""
     write_bits = WRITE | (0 if use_poll else PRIORITY)
     holder = _Nested()
     while map and (count is None or count > 0):
@@ -177,7 +178,7 @@ def run_nested(
             fd = None if not events else key if type(key) is int else fd_of_key(key)
             if fd is not None:
                 batch.append((key, fd, obj, events))
-        pollster = select.poll()
+        pollster = new_pollster()
         for _, fd, _, events in batch:
             pollster.register(fd, POLL_REQUEST[events])
         revents = dict(pollster.poll(None if timeout is None else int(timeout * 1000)))

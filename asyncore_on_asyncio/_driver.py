@@ -400,7 +400,11 @@ async def serve(map: dict[Any, Any], timeout: float | None, use_poll: bool) -> N
         raise RuntimeError("this map is already being served on this event loop")
     if not map:
         return
-    driver = _driver_for(engine, map)
+    try:
+        driver = _driver_for(engine, map)
+    except BaseException:
+        _forget_unless_used(engine)  # the loop cannot watch fds, say: keep nothing of it
+        raise
     driver.begin(timeout, use_poll and _HAS_POLL, None)
     finished: asyncio.Future[None] = loop.create_future()
 
@@ -420,8 +424,12 @@ async def serve(map: dict[Any, Any], timeout: float | None, use_poll: bool) -> N
     finally:
         driver.end()
         _retire(engine, driver)
-        if not engine.drivers and engine is not thread_engine_or_none():
-            forget_engine(engine)  # closes its source: the loop keeps no fd or reader of ours
+        _forget_unless_used(engine)
+
+
+def _forget_unless_used(engine: Engine) -> None:
+    if not engine.drivers and engine is not thread_engine_or_none():
+        forget_engine(engine)  # closes its source: the loop keeps no fd or reader of ours
 
 
 def _inside_a_handler(loop: asyncio.AbstractEventLoop) -> bool:

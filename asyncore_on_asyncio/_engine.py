@@ -2,7 +2,8 @@
 
 Each thread that calls ``loop()`` gets one event loop from the loop factory
 (:func:`set_loop_factory`, else ``ASYNCORE_ON_ASYNCIO_LOOP``, else asyncio's
-default), kept with its registrations between calls so that ``loop(timeout,
+default; on Windows a ``SelectorEventLoop``, as asyncio's default there cannot
+watch fds), kept with its registrations between calls so that ``loop(timeout,
 count=1)`` from a host application is cheap, and closed when the thread ends.
 ``serve()`` uses whatever loop is running.  Every loop in use has one
 :class:`Engine`: its readiness source (made when first needed) and the drivers of
@@ -24,6 +25,7 @@ import asyncio
 import atexit
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from time import monotonic
@@ -36,6 +38,7 @@ from ._readiness import Owner, SourceBase, make_source
 __all__ = [
     "LOOP_ENV_VAR",
     "Engine",
+    "asyncio_factory",
     "close_event_loop",
     "current_engine",
     "engine_for",
@@ -228,10 +231,18 @@ def set_loop_factory(factory: LoopFactory | None) -> None:
     _factory = factory
 
 
+def asyncio_factory() -> LoopFactory:
+    """asyncio's loop for ``loop()``: its default, except on Windows, where that default
+    (the ``ProactorEventLoop``) cannot watch fds: a ``SelectorEventLoop`` there."""
+    if sys.platform == "win32":
+        return asyncio.SelectorEventLoop
+    return asyncio.new_event_loop
+
+
 def factory_from_env() -> LoopFactory:
     choice = os.environ.get(LOOP_ENV_VAR, "").strip().lower()
     if choice in ("", "asyncio", "default"):
-        return asyncio.new_event_loop
+        return asyncio_factory()
     if choice == "uvloop":
         return uvloop_factory()
     raise ValueError(f"{LOOP_ENV_VAR}={choice!r}: expected 'asyncio' or 'uvloop'")
@@ -239,6 +250,8 @@ def factory_from_env() -> LoopFactory:
 
 def uvloop_factory() -> LoopFactory:
     """``uvloop.new_event_loop``, or a clear error if uvloop is not installed."""
+    if sys.platform == "win32":
+        raise RuntimeError("uvloop was requested, but uvloop does not support Windows; use asyncio")
     try:
         import uvloop
     except ImportError as exc:

@@ -95,8 +95,12 @@ def poll2(timeout: float | None = 0.0, map: _Map | None = None) -> None:
 
     As 3.11, ``timeout`` becomes ``int(timeout * 1000)`` milliseconds first, even
     for an empty map (so NaN raises ValueError); a negative timeout waits forever.
+    Where ``select.poll`` does not exist (Windows) it raises AttributeError, as 3.11's
+    did; ``loop(use_poll=True)`` uses ``select()`` semantics there instead.
     """
     milliseconds = _arguments.poll_milliseconds(timeout)
+    if not _HAS_POLL:
+        select.poll  # noqa: B018 - AttributeError where poll() does not exist (Windows), as in 3.11
     if map is None:
         map = socket_map
     if map:

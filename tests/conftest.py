@@ -4,7 +4,9 @@ file descriptors.
 
 Loop kinds
     Every test is collected twice, with ids ``[asyncio]`` and ``[uvloop]``, unless it is
-    marked ``loop_free`` (below).
+    marked ``loop_free`` (below); where uvloop is not installed (Windows: it does not
+    exist there) once, with id ``[asyncio]``.  The asyncio loop is the engine's default
+    (``asyncio_factory()``: a ``SelectorEventLoop`` on Windows).
     * Plain tests are parametrised through the autouse fixture ``loop_kind``
       (``pytest_generate_tests`` below does the parametrising, so that async tests are
       not parametrised a second time).
@@ -68,12 +70,17 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import uvloop
 
 import asyncore_on_asyncio
 from asyncore_on_asyncio._core import COMPILED_MODULES
+from asyncore_on_asyncio._engine import asyncio_factory
 
-LOOP_KINDS = ("asyncio", "uvloop")
+try:
+    import uvloop
+except ImportError:  # Windows: uvloop does not exist there; every test runs on asyncio only
+    uvloop = None  # type: ignore[assignment]
+
+LOOP_KINDS = ("asyncio", "uvloop") if uvloop is not None else ("asyncio",)
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -97,11 +104,11 @@ def _monitored(make_loop: LoopFactory, kind: str) -> LoopFactory:
     return factory
 
 
-# asyncio.new_event_loop is what the engine uses by default too (set_loop_factory(None));
-# it is wrapped here, not passed as None, so that its loops get the recording handler.
+# The engine's default (asyncio.new_event_loop; a SelectorEventLoop on Windows), wrapped
+# here, not passed as None, so that its loops get the recording handler.
 LOOP_FACTORIES: Mapping[str, LoopFactory] = {
-    "asyncio": _monitored(asyncio.new_event_loop, "asyncio"),
-    "uvloop": _monitored(uvloop.new_event_loop, "uvloop"),
+    "asyncio": _monitored(asyncio_factory(), "asyncio"),
+    **({"uvloop": _monitored(uvloop.new_event_loop, "uvloop")} if uvloop is not None else {}),
 }
 
 
@@ -139,7 +146,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     # libuv opens a process-wide signal pipe with its first loop and keeps it open; open
     # it now, so that the per-test fd check does not take it for a leak.
-    for make_loop in (asyncio.new_event_loop, uvloop.new_event_loop):
+    for make_loop in LOOP_FACTORIES.values():
         make_loop().close()
     # A session started as a background job of a non-interactive shell (or under nohup-style
     # wrappers) inherits SIGINT ignored, and Python keeps it so: the tests that interrupt a
@@ -213,10 +220,18 @@ def _format_context(context: Mapping[str, Any]) -> str:
 
 
 def _open_fds() -> dict[int, str]:
+    """fd -> what it is: /proc/self/fd (Linux), else /dev/fd with each fd's identity
+    (macOS, the BSDs); nothing where neither exists (Windows: no fd check there)."""
     fds = {}
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # the fd listdir itself used, gone by now
-            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    if os.path.isdir("/proc/self/fd"):
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the fd listdir itself used, gone by now
+                fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    elif os.path.isdir("/dev/fd"):
+        for name in os.listdir("/dev/fd"):
+            with contextlib.suppress(OSError):  # likewise
+                st = os.fstat(int(name))
+                fds[int(name)] = f"dev {st.st_dev} inode {st.st_ino} mode {st.st_mode:o}"
     return fds
 
 
@@ -295,6 +310,20 @@ def loop_kind(request: pytest.FixtureRequest, _leak_guard: None) -> Iterator[str
 # --------------------------------------------------------------------------- loop-free tests
 
 
+def _forbid_uvloop(
+    patch: pytest.MonkeyPatch, refuse_new: LoopFactory, violation: Callable[[str], LoopFreeViolation]
+) -> None:
+    uvloop_init = uvloop.Loop.__init__
+
+    def refuse_uvloop_loop(self: Any) -> None:
+        uvloop_init(self)
+        self.close()
+        raise violation("uvloop.Loop()")
+
+    patch.setattr(uvloop, "new_event_loop", refuse_new)
+    patch.setattr(uvloop.Loop, "__init__", refuse_uvloop_loop)
+
+
 class LoopFreeViolation(RuntimeError):
     """Raised where a test marked loop_free makes an event loop."""
 
@@ -364,7 +393,6 @@ def _forbid_event_loops(item: pytest.Item) -> Iterator[str]:
         return refuse
 
     base_init = asyncio.base_events.BaseEventLoop.__init__
-    uvloop_init = uvloop.Loop.__init__
 
     def refuse_asyncio_loop(self: asyncio.base_events.BaseEventLoop) -> None:
         base_init(self)
@@ -373,11 +401,6 @@ def _forbid_event_loops(item: pytest.Item) -> Iterator[str]:
         asyncio.base_events.BaseEventLoop.close(self)
         raise violation(f"{type(self).__name__}()")
 
-    def refuse_uvloop_loop(self: uvloop.Loop) -> None:
-        uvloop_init(self)
-        self.close()
-        raise violation("uvloop.Loop()")
-
     asyncore_on_asyncio.set_loop_factory(forbidden("asyncore_on_asyncio's loop factory"))
     try:
         with pytest.MonkeyPatch.context() as patch:
@@ -385,9 +408,9 @@ def _forbid_event_loops(item: pytest.Item) -> Iterator[str]:
             # asyncio.Runner (asyncio.run) calls it as asyncio.events.new_event_loop.
             patch.setattr(asyncio, "new_event_loop", refuse_new_asyncio_loop)
             patch.setattr(asyncio.events, "new_event_loop", refuse_new_asyncio_loop)
-            patch.setattr(uvloop, "new_event_loop", forbidden("uvloop.new_event_loop()"))
             patch.setattr(asyncio.base_events.BaseEventLoop, "__init__", refuse_asyncio_loop)
-            patch.setattr(uvloop.Loop, "__init__", refuse_uvloop_loop)
+            if uvloop is not None:
+                _forbid_uvloop(patch, forbidden("uvloop.new_event_loop()"), violation)
             yield NO_LOOP_KIND
     finally:
         try:

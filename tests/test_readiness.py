@@ -1,8 +1,8 @@
 """The readiness path: what reaches the kernel per cycle, bursts, host-loop stepping,
 fds closed behind the engine's back, closes from other threads, per-thread state.
 
-Every test runs on both event loops; with ``ASYNCORE_ON_ASYNCIO_READINESS=loop-fds`` (a
-CI run) on the per-fd fallback source too.
+Every test runs on both event loops; in CI's macOS-like and Windows-like runs
+(``ASYNCORE_TEST_HIDE``, tests/hide/sitecustomize.py) on the per-fd fallback source too.
 """
 
 from __future__ import annotations
@@ -161,6 +161,7 @@ def test_blocked_reader_writer_that_stops_wanting_to_write_waits_its_timeout() -
         server.close()
 
 
+@pytest.mark.timing
 def test_burst_bound_keeps_coroutines_on_the_engine_loop_responsive() -> None:
     """100 connections always ready: bursts of cycles run without the event loop, but a
     coroutine ticking every millisecond on the same loop is never held up for long."""

@@ -24,8 +24,11 @@ Two sources exist.  :class:`.epoll.EpollSource` (Linux) holds every fd in one
 private epoll whose own fd is the loop's only reader for dispatchers;
 :class:`.loop_fds.LoopFdSource` (anywhere) registers each fd with the loop through
 ``add_reader``/``add_writer``.  :func:`make_source` picks epoll where it exists;
-``ASYNCORE_ON_ASYNCIO_READINESS=loop-fds`` forces the fallback (CI runs the suite
-that way too, so it cannot rot).
+elsewhere (macOS, the BSDs, Windows) the fallback is the path, and
+``ASYNCORE_ON_ASYNCIO_READINESS=loop-fds`` forces it on Linux.  Both need an event
+loop that can watch fds: one that cannot (Windows' ``ProactorEventLoop``, asyncio's
+default there) gets :func:`cannot_watch_fds`'s error instead of a bare
+``NotImplementedError``.
 
 Both share the rules kept here (:class:`SourceBase`): write interest is
 optimistic (an fd that wants to write is asked whether it is writable at each
@@ -65,6 +68,7 @@ __all__ = [
     "Owner",
     "Record",
     "SourceBase",
+    "cannot_watch_fds",
     "make_source",
 ]
 
@@ -290,6 +294,19 @@ class SourceBase:
             flags = (POLLIN if rec.events & READ else 0) | (POLLOUT if rec.events & WRITE else 0)
             if flags:
                 ready[rec.fd] = ready.get(rec.fd, 0) | flags
+
+
+def cannot_watch_fds(loop: asyncio.AbstractEventLoop) -> NotImplementedError:
+    """The error for an event loop whose ``add_reader()`` is not implemented: the cause and the fix."""
+    kind = type(loop).__name__
+    return NotImplementedError(
+        f"asyncore_on_asyncio cannot serve dispatchers on {kind}: it cannot watch file "
+        f"descriptors ({kind}.add_reader() is not implemented; on Windows asyncio's default "
+        "ProactorEventLoop is such a loop). Use a selector event loop: for loop(), "
+        "asyncore_on_asyncio.set_loop_factory(asyncio.SelectorEventLoop) (or no factory: the "
+        "default makes one); for serve(), run it on one, e.g. "
+        "asyncio.Runner(loop_factory=asyncio.SelectorEventLoop).run(main())"
+    )
 
 
 def make_source(loop: asyncio.AbstractEventLoop, on_readable: Callable[[], bool]) -> SourceBase:

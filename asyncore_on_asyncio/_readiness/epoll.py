@@ -76,6 +76,7 @@ from . import (
     Owner,
     Record,
     SourceBase,
+    cannot_watch_fds,
 )
 
 if cython.compiled:
@@ -126,7 +127,11 @@ class EpollSource(SourceBase):
         self._capacity = 0  # compiled: the sizes of the event and pollfd buffers
         self._pollfd_capacity = 0
         self._epoll = select.epoll()
-        loop.add_reader(self._epoll.fileno(), self._readable)
+        try:
+            loop.add_reader(self._epoll.fileno(), self._readable)
+        except NotImplementedError as exc:
+            self._epoll.close()
+            raise cannot_watch_fds(loop) from exc
 
     def update(self, rec: Record, events: int) -> None:
         # The hot case first: a watched fd that is not blocked only turns its wish to write

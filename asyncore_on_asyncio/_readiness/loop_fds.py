@@ -3,8 +3,9 @@
 Used where there is no epoll (or when ``ASYNCORE_ON_ASYNCIO_READINESS=loop-fds``).
 The event loop's callbacks only wake a waiting owner; what is ready comes from one
 zero-timeout ``poll()`` of every watched fd (a ``select.poll`` object kept in step
-with the records), made by :meth:`LoopFdSource.collect`: exact at the time of the
-cycle, as 3.11's own ``poll()`` pass was, and at 3.11's cost.
+with the records; where ``poll()`` does not exist, Windows, the same over
+``select()``: :mod:`.pollster`), made by :meth:`LoopFdSource.collect`: exact at the
+time of the cycle, as 3.11's own ``poll()`` or ``select()`` pass was, and at 3.11's cost.
 
 What per-fd registration needs on top of :class:`..SourceBase`:
 
@@ -15,11 +16,16 @@ What per-fd registration needs on top of :class:`..SourceBase`:
   POLLERR is registered afresh at the next scan.
 * asyncio has no event for urgent data: on Linux a private epoll watches EPOLLPRI
   (edge-triggered, re-armed at each update so that a pending urgent byte is
-  reported every cycle, as ``select()`` did); elsewhere urgent data alone does
-  not wake a cycle.
+  reported every cycle, as ``select()`` did); elsewhere (macOS, the BSDs,
+  Windows) urgent data alone does not wake a cycle, but any cycle that runs
+  reports it (``collect()`` asks for POLLPRI).
+* An event loop that cannot watch fds (Windows' ``ProactorEventLoop``) raises
+  :func:`..cannot_watch_fds`'s error at the first registration.
 * libuv aborts the process if an fd it watches is closed by another thread; such a
   close ``dup2()``s a pipe over the fd number (:meth:`LoopFdSource.close_from_thread`)
-  and the loop's thread unregisters and closes that placeholder.
+  and the loop's thread unregisters and closes that placeholder.  asyncio's
+  ``SelectSelector`` (Windows) fails its whole ``select()`` on such an fd: there the
+  socket is detached and the loop's thread unregisters and closes it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import selectors
+import socket
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -41,7 +49,9 @@ from . import (
     Owner,
     Record,
     SourceBase,
+    cannot_watch_fds,
 )
+from .pollster import Pollster, new_pollster
 
 __all__ = ["LoopFdSource"]
 
@@ -97,10 +107,12 @@ class LoopFdSource(SourceBase):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self._priority: _PriorityWatch | None = None
-        self._pollster = select.poll()
+        self._pollster: Pollster = new_pollster()
         """Every watched fd with what its record wants (poll's registrations are a dict)."""
         self._placeholders: dict[int, int] = {}
         """fd -> write end of the pipe whose read end was dup2()ed over fd."""
+        self._handed_over: set[int] = set()
+        """Detached sockets' fds, for the loop's thread to unregister and close."""
 
     # -- the loop side ----------------------------------------------------------------------
 
@@ -130,6 +142,10 @@ class LoopFdSource(SourceBase):
             self._unwatch(rec)
             self._refused(rec, exc)
             return
+        except NotImplementedError as exc:
+            rec.mask = mask
+            rec.events = -1  # not applied: the next update tries (and explains) again
+            raise cannot_watch_fds(loop) from exc
         if events & PRIORITY and rec.urgent and hasattr(select, "epoll"):
             if self._priority is None:
                 self._priority = _PriorityWatch(loop, self._on_priority)
@@ -222,10 +238,14 @@ class LoopFdSource(SourceBase):
 
         On uvloop the file is released at once by ``dup2()``-ing a pipe over the fd
         number (never readable while its write end is open: no events), and the
-        loop's thread unregisters and closes that placeholder.
+        loop's thread unregisters and closes that placeholder.  On asyncio's
+        ``SelectSelector`` (Windows) ``sock`` is detached and the loop's thread
+        unregisters and closes its fd.
         """
         if isinstance(self.loop, asyncio.BaseEventLoop):
-            return False  # asyncio's selector forgets a closed fd by itself
+            # Its epoll, kqueue or poll selector forgets (or reports) a closed fd by itself.
+            selector = getattr(self.loop, "_selector", None)
+            return isinstance(selector, selectors.SelectSelector) and self._hand_over(sock, fd)
         placeholder, keep = os.pipe()
         try:
             os.dup2(placeholder, fd)
@@ -245,6 +265,31 @@ class LoopFdSource(SourceBase):
                 os.close(fd)
                 os.close(keep)
         return True
+
+    def _hand_over(self, sock: Any, fd: int) -> bool:
+        """Detach ``sock`` and have the loop's thread unregister and close its fd."""
+        detach = getattr(sock, "detach", None)
+        if detach is None:
+            return False  # a file_wrapper: POSIX only, where the loop does not select()
+        detach()
+        self._handed_over.add(fd)
+        try:
+            self.loop.call_soon_threadsafe(self._close_handed_over, fd)
+        except RuntimeError:
+            # That loop was closed meanwhile, and its registrations with it.
+            self._handed_over.discard(fd)
+            socket.close(fd)
+        return True
+
+    def _close_handed_over(self, fd: int) -> None:
+        if fd not in self._handed_over:
+            return  # closed with the source meanwhile
+        self._handed_over.discard(fd)
+        rec = self._records.get(fd)  # still open: the number cannot have been reused
+        if rec is not None:
+            self.remove(rec)
+            rec.owner.parked(fd)
+        socket.close(fd)
 
     def _release_placeholder(self, fd: int) -> None:
         keep = self._placeholders.pop(fd, None)
@@ -278,3 +323,5 @@ class LoopFdSource(SourceBase):
             del self._placeholders[fd]
             os.close(fd)
             os.close(keep)
+        while self._handed_over:
+            socket.close(self._handed_over.pop())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import resource
 import select
+import selectors
 import socket
 import sys
 import time
@@ -41,7 +42,7 @@ def line(i: int) -> bytes:
 class Clients:
     def __init__(self, address: tuple[str, int]) -> None:
         self.address = address
-        self.epoll = select.epoll()
+        self.selector = selectors.DefaultSelector()  # epoll on Linux, kqueue on macOS
         self.socks: dict[int, socket.socket] = {}
         self.index: dict[int, int] = {}
         self.got: dict[int, bytes] = {}
@@ -62,13 +63,14 @@ class Clients:
         self.socks[fd] = sock
         self.index[fd] = i
         self.got[fd] = b""
-        self.epoll.register(fd, select.EPOLLOUT)
+        self.selector.register(fd, selectors.EVENT_WRITE)
         self.waiting += 1
 
     def poll(self, churn: bool) -> None:
         if time.monotonic() > self.deadline:
             fail(2, f"error deadline: {self.waiting} connections still waiting")
-        for fd, _ in self.epoll.poll(0.5):
+        for key, _ in self.selector.select(0.5):
+            fd = key.fd
             sock = self.socks[fd]
             if fd not in self.sent:
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -76,7 +78,7 @@ class Clients:
                     fail(1, f"error connect: {errno.errorcode.get(err, err)}")
                 sock.send(line(self.index[fd]))  # a few bytes into an empty buffer
                 self.sent.add(fd)
-                self.epoll.modify(fd, select.EPOLLIN)
+                self.selector.modify(fd, selectors.EVENT_READ)
                 continue
             data = sock.recv(4096)
             self.got[fd] += data
@@ -87,7 +89,7 @@ class Clients:
                 if not data:
                     if self.got[fd] != expected:
                         fail(1, f"error eof: client {self.index[fd]} got {self.got[fd]!r}")
-                    self.epoll.unregister(fd)
+                    self.selector.unregister(fd)
                     sock.close()
                     del self.socks[fd], self.index[fd], self.got[fd]
                     self.sent.discard(fd)
@@ -95,7 +97,7 @@ class Clients:
             elif not data:
                 fail(1, f"error eof: client {self.index[fd]} closed early")
             elif self.got[fd] == expected:
-                self.epoll.modify(fd, 0)
+                self.selector.unregister(fd)  # echoed: held open, no longer watched
                 self.waiting -= 1
 
 
