@@ -118,6 +118,10 @@ class _PerThread(threading.local):
     cycle: tuple[int, int, int] = (0, 0, 0)
     """This thread's cycle: its id, how many other objects of its batch wait for a handler,
     and how many other objects its map has."""
+    classes: set[ClassStats] | None = None
+    """The classes with an event in this thread's cycle: each counts the cycle once, when
+    it ends (not by comparing cycle ids, which another thread's or a nested loop's cycle,
+    recorded in between, would make count twice)."""
 
 
 class Collector:
@@ -156,10 +160,15 @@ class Collector:
         if cycle > self._last_cycle:
             self._last_cycle = cycle
         local.cycle = (cycle, len(batch) - 1, len(map) - 1)
+        outer_classes, local.classes = local.classes, set()
         try:
             dispatch_batch(holder, map, batch, revents, use_poll, self.handlers)
         finally:
+            classes, local.classes = local.classes, outer_classes
             local.cycle = outer
+            with self._lock:
+                for stats in classes:
+                    stats.cycles += 1
 
     @property
     def cycles(self) -> int:
@@ -268,16 +277,16 @@ class Collector:
 
     def _record(self, obj: Any, method: str, kinds: tuple[str, ...], elapsed: float) -> None:
         stats = self._stats.get(type(obj)) or self.stats(type(obj))
-        cycle = self._local.cycle
+        local = self._local
+        cycle = local.cycle
+        if local.classes is not None:
+            local.classes.add(stats)
         slow = self.slow_handler is not None and elapsed >= self.slow_handler
         with self._lock:
             events = stats.events
             for kind in kinds:
                 events[kind] += 1
             stats.handler.add(elapsed)
-            if stats.last_cycle != cycle[0]:
-                stats.last_cycle = cycle[0]
-                stats.cycles += 1
             if slow:
                 stats.slow += 1
                 if elapsed >= stats.handler.max:

@@ -78,7 +78,6 @@ class ClassStats:
         self.live: set[int] = set()
         self.peak = 0
         self.cycles = 0
-        self.last_cycle = 0
         self.events = dict.fromkeys(KINDS, 0)
         self.errors: dict[str, int] = {}
         self.forced_scans = 0

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import asyncore_on_asyncio
-from asyncore_on_asyncio import _report, asyncore
+from asyncore_on_asyncio import _driver, _report, asyncore
 from tests import helpers
 from tests.helpers import listener, refused_address, socketpair
 
@@ -729,6 +729,48 @@ def test_nested_loop(collector: _report.Collector, caplog: pytest.LogCaptureFixt
     assert classes[name(Nester)]["cycles"] == 1
     assert classes[name(MapReader)]["cycles"] == 1
     assert classes[name(Nester)]["handler_s"]["total"] >= classes[name(MapReader)]["handler_s"]["max"]
+
+
+class NestingMapReader(MapReader):
+    """A MapReader (stock writable(): true) whose first read runs a nested ``loop()``."""
+
+    inner: dict[int, Any] | None = None
+
+    def handle_read(self) -> None:
+        super().handle_read()
+        inner, self.inner = self.inner, None
+        if inner is not None:
+            asyncore.loop(timeout=1, count=1, map=inner)
+
+
+def test_a_nested_cycle_between_two_handlers_of_one_cycle_counts_once_each() -> None:
+    """One outer cycle reads two objects of a class (a handler is recorded when it
+    returns); the second one's read runs a nested loop whose cycle dispatches a third
+    object of that class, recorded between the two: two cycles for the class, not three
+    (counting by comparing cycle ids counted the outer one again after the nested one)."""
+    collector = _report.Collector(slow_handler=None)
+    inner: dict[int, Any] = {}
+    outer: dict[int, Any] = {}
+    pairs = [socketpair() for _ in range(3)]
+    first = NestingMapReader(pairs[0][0], outer)
+    nester = NestingMapReader(pairs[1][0], outer)
+    nester.inner = inner
+    nested = NestingMapReader(pairs[2][0], inner)
+    for _, theirs in pairs:
+        theirs.send(b"x")
+    previous = _driver.instruments
+    _driver.instruments = collector
+    try:
+        asyncore.loop(timeout=1, count=1, map=outer)
+    finally:
+        _driver.instruments = previous
+        for obj in (first, nester, nested):
+            obj.close()
+        for _, theirs in pairs:
+            theirs.close()
+    entry = by_class(collector.data())[name(NestingMapReader)]
+    assert entry["events"]["read"] == 3
+    assert entry["cycles"] == 2, entry
 
 
 def test_host_loop_stepping_keeps_the_twins(
