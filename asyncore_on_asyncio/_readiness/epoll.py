@@ -44,8 +44,10 @@ the same fd): the record is removed (DEL) first, then the caller closes the fd.
 Compiled (``epoll.pxd``), :meth:`EpollSource.collect` calls ``epoll_wait()`` and
 ``poll()`` itself, into buffers it keeps, instead of going through ``select``'s
 objects (a list of tuples per call, a new ``select.poll`` per cycle); the flags and
-their order are the same.  An ``_epoll`` that is not a ``select.epoll`` (a test's
-wrapper) is still called through Python.
+their order are the same.  Both calls have a zero timeout, so the kernel never sleeps in
+them and they cannot fail with EINTR (the retry ``select``'s wrappers make, PEP 475, is
+not needed).  An ``_epoll`` that is not a ``select.epoll`` (a test's wrapper) is still
+called through Python.
 """
 
 from __future__ import annotations
