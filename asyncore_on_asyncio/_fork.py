@@ -125,12 +125,14 @@ def _targets(fd: int) -> list[int]:
 def detach_loop(loop: asyncio.AbstractEventLoop) -> bool:
     """Detach ``loop``'s own selector where it is an epoll we can name: asyncio's selector
     loops and uvloop (libuv's backend fd).  Other loops are left as they are (``False``)."""
+    if not hasattr(select, "epoll"):
+        return False  # no epoll to detach with (macOS' kqueue is not inherited at all)
     selector = getattr(loop, "_selector", None)
     if hasattr(selectors, "EpollSelector") and isinstance(selector, selectors.EpollSelector):
         detach_epoll(selector.fileno(), keep_fds=True)
         return True
     backend = getattr(loop, "_get_backend_id", None)
-    if backend is not None and hasattr(select, "epoll"):
+    if backend is not None:
         detach_epoll(backend(), keep_fds=True)
         return True
     return False
