@@ -123,7 +123,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def _stale_compiled_modules() -> list[str]:
-    """Compiled engine modules older than the ``.py`` or ``.pxd`` they were built from."""
+    """Compiled engine modules older than the ``.py`` or ``.pxd`` they were built from, in a
+    source tree built in place (a ``.pxd`` beside them: an installed wheel has none, and
+    its files' times are those of the unpacking)."""
     if asyncore_on_asyncio.CORE != "compiled":
         return []
     stale = []
@@ -131,7 +133,7 @@ def _stale_compiled_modules() -> list[str]:
         built = Path(sys.modules[name].__file__ or "")
         base = built.parent / built.name.split(".")[0]
         sources = [base.with_suffix(".py"), base.with_suffix(".pxd")]
-        if any(src.exists() and src.stat().st_mtime > built.stat().st_mtime for src in sources):
+        if sources[1].exists() and any(src.stat().st_mtime > built.stat().st_mtime for src in sources):
             stale.append(str(built))
     return stale
 
