@@ -1,11 +1,19 @@
 # C types of the scanner (Cython's pure Python mode: _scan.py is the code).
 import cython
 
+from cpython.object cimport PyObject
+
 from asyncore_on_asyncio._readiness cimport Record, SourceBase
+
+# Module constants and functions the scan uses every cycle, as C globals (no dict lookup).
+cdef long INVALID, PRIORITY, WATCHED, WRITE, READ_ONLY
+cdef Py_ssize_t _BLOCK
+cdef object wanted, wanted_by_all
 
 
 cdef class Scanner:
     cdef public object owner
+    cdef public dict records
     cdef public SourceBase source
     cdef public object map
     cdef public long write_bits
@@ -23,9 +31,13 @@ cdef class Scanner:
     cdef public list _objs
     cdef public list _wanted
 
-    @cython.locals(keys=list, objs=list, wanted=list, previous=list, records=dict, source=SourceBase,
-                   rec=Record, events=long, write_bits=long, verify=bint)
+    @cython.locals(keys=list, objs=list, wanted=list, previous=list, index=Py_ssize_t, events=long, before=long,
+                   write_bits=long, verify=bint)
     cpdef scan(self, double now)
+    @cython.locals(keys=list, objs=list, position=Py_ssize_t, index=Py_ssize_t, key="PyObject *", obj="PyObject *")
+    cdef bint _holds_previous_entries(self) except -1
+    @cython.locals(rec=Record)
+    cdef _apply_change(self, Py_ssize_t index, long events)
     @cython.locals(records=dict, source=SourceBase, stamp="long long", dirty=set, index=Py_ssize_t,
                    count=Py_ssize_t, all_known=bint, int_keys=bint, rec=Record, events=long)
     cpdef _apply_scan(self, list keys, list objs, list wanted, bint verify)

@@ -19,7 +19,7 @@ closed behind a dispatcher's back is noticed within a second.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 try:
@@ -32,7 +32,9 @@ from ._predicates import READ_ONLY, wanted, wanted_by_all
 from ._readiness import INVALID, PRIORITY, WATCHED, WRITE, Owner, Record, SourceBase
 
 if cython.compiled:
-    from cython.cimports.cpython.dict import PyDict_Keys, PyDict_Values
+    from cython.cimports.cpython.dict import PyDict_Keys, PyDict_Next, PyDict_Values
+    from cython.cimports.cpython.list import PyList_GET_ITEM
+    from cython.cimports.cpython.object import PyObject
 
 __all__ = ["Batch", "BatchEntry", "Scanner", "declare_stock", "fd_of_key", "is_closed"]
 
@@ -133,6 +135,8 @@ class Scanner:
 
     def __init__(self, owner: Owner, source: SourceBase, map: dict[Any, Any]) -> None:
         self.owner = owner
+        self.records = owner.records
+        """The owner's records by fd (the same dict)."""
         self.source = source
         self.map = map
         self.write_bits = WRITE | PRIORITY
@@ -189,48 +193,65 @@ class Scanner:
             if self._scan_changed():
                 return
         # A full scan, the hot path of maps with user-defined predicates.
+        write_bits = self.write_bits
+        verify = self._full_scan_needed or now >= self._next_full_scan
+        if not verify and not self._dirty and self._steady and self._holds_previous_entries():
+            # The same objects under the same fds as at the previous scan: ask them in map
+            # order (readable() then writable(), object by object, as 3.11 asked them) and
+            # apply only the answers that changed.
+            wanted = wanted_by_all(self._objs, write_bits)
+            previous, self._wanted = self._wanted, wanted
+            if len(wanted) > _BLOCK:
+                for index in _differences(wanted, previous):
+                    self._apply_change(index, wanted[index])
+                return
+            for index in range(len(wanted)):
+                events = wanted[index]
+                before = previous[index]
+                if events != before:
+                    self._apply_change(index, events)
+            return
         map = self.map
         if cython.compiled and type(map) is dict:
             keys, objs = PyDict_Keys(map), PyDict_Values(map)  # the same lists, without iterators
         else:
             keys, objs = list(map), list(map.values())
-        write_bits = self.write_bits
-        # readable() then writable(), object by object in map order, as 3.11 asked them.
         wanted = wanted_by_all(objs, write_bits)
-        verify = self._full_scan_needed or now >= self._next_full_scan
-        if (
-            not verify
-            and not self._dirty
-            and self._steady
-            and keys == self._keys
-            # Identity first, then __eq__: only an __eq__ that calls two dispatchers equal
-            # could hide an object put into the map behind our API (add_channel() marks
-            # the key dirty), and then only until the next verifying scan.
-            and objs == self._objs
-        ):
-            # The same objects under the same fds as at the previous scan: apply what changed.
-            previous, self._wanted = self._wanted, wanted
-            if wanted != previous:
-                records = self.owner.records
-                source = self.source
-                if len(wanted) <= _BLOCK:
-                    changed: Iterable[int] = [i for i in range(len(wanted)) if wanted[i] != previous[i]]
-                else:
-                    changed = _differences(wanted, previous)
-                for index in changed:
-                    events = wanted[index]
-                    rec = records.get(keys[index])
-                    if events and rec is not None and rec.obj is objs[index]:
-                        source.update(rec, events)  # the hot case: a wish to write turned on or off
-                    else:
-                        self._apply_answer(keys[index], objs[index], events, index)
-            return
         self._apply_scan(keys, objs, wanted, verify)
         if verify:
             self._next_full_scan = now + _FULL_SCAN_INTERVAL
 
+    def _holds_previous_entries(self) -> bool:
+        """Does the map hold the keys and objects of the previous full scan, in the same order?
+
+        Identity only: an entry replaced by an equal key or object (``map[fd] = obj``
+        behind our API) is a change, seen by a full scan.
+        """
+        map, keys, objs = self.map, self._keys, self._objs
+        if len(map) != len(keys):
+            return False
+        if cython.compiled and type(map) is dict:
+            # The dict's own entries against the previous lists, pointer by pointer: no list
+            # made, no comparison called.
+            position = index = 0
+            while PyDict_Next(map, cython.address(position), cython.address(key), cython.address(obj)):
+                if key is not PyList_GET_ITEM(keys, index) or obj is not PyList_GET_ITEM(objs, index):
+                    return False
+                index += 1
+            return True
+        return all(a is b for a, b in zip(map, keys)) and all(a is b for a, b in zip(map.values(), objs))
+
+    def _apply_change(self, index: int, events: int) -> None:
+        """The answer at ``index`` of a steady scan changed to ``events``."""
+        key, obj = self._keys[index], self._objs[index]
+        rec = self.records.get(key)
+        if events and rec is not None and rec.obj is obj:
+            self.source.update(rec, events)  # the hot case: a wish to write turned on or off
+        else:
+            self._apply_answer(key, obj, events, index)
+
     def _apply_answer(self, fd: int, obj: Any, events: int, index: int) -> None:
-        rec = self.owner.records.get(fd)
+        rec = self.records.get(fd)
         if rec is not None and rec.obj is obj:
             if events:
                 self.source.update(rec, events)
@@ -257,7 +278,7 @@ class Scanner:
         return rec
 
     def _apply_scan(self, keys: list[Any], objs: list[Any], wanted: list[int], verify: bool) -> None:
-        records = self.owner.records
+        records = self.records
         source = self.source
         stamp = self._stamp = self._stamp + 1
         dirty = self._dirty
@@ -312,7 +333,7 @@ class Scanner:
 
     def _scan_changed(self) -> bool:
         """Scan only the changed entries; ``False`` if a full scan is needed instead."""
-        records = self.owner.records
+        records = self.records
         source = self.source
         entries = self._entries
         map = self.map
@@ -341,7 +362,7 @@ class Scanner:
 
     def _rescan_entry(self, key: Any, obj: Any) -> bool:
         """An entry that is new, gone, or now wants nothing; ``False``: needs a full scan."""
-        records = self.owner.records
+        records = self.records
         old = self._entries.pop(key, None)
         if old is not None and self._by_fd.get(old[1]) is key:
             del self._by_fd[old[1]]
@@ -384,7 +405,7 @@ class Scanner:
             self._dirty.update(keys)
             entries = self._entries
             return [entries[key] for key in keys]
-        records, stamp = self.owner.records, self._stamp
+        records, stamp = self.records, self._stamp
         if len(ready) == 1:
             for fd in ready:
                 rec = records.get(fd)
