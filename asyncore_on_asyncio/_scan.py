@@ -34,7 +34,6 @@ from ._readiness import INVALID, PRIORITY, WATCHED, WRITE, Owner, Record, Source
 if cython.compiled:
     from cython.cimports.cpython.dict import PyDict_Keys, PyDict_Next, PyDict_Values
     from cython.cimports.cpython.list import PyList_GET_ITEM
-    from cython.cimports.cpython.object import PyObject
 
 __all__ = ["Batch", "BatchEntry", "Scanner", "declare_stock", "fd_of_key", "is_closed"]
 
@@ -234,6 +233,7 @@ class Scanner:
             # The dict's own entries against the previous lists, pointer by pointer: no list
             # made, no comparison called.
             position = index = 0
+            key = obj = cython.NULL
             while PyDict_Next(map, cython.address(position), cython.address(key), cython.address(obj)):
                 if key is not PyList_GET_ITEM(keys, index) or obj is not PyList_GET_ITEM(objs, index):
                     return False
