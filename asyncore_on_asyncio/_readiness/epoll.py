@@ -92,6 +92,8 @@ if cython.compiled:
 
 __all__ = ["EpollSource"]
 
+_EPOLL_TYPE: Final = select.epoll
+"""(Compiled: only a real epoll is polled from C; a test's stand-in goes through Python.)"""
 _EPOLLIN: Final = getattr(select, "EPOLLIN", POLLIN)
 _EPOLLPRI: Final = getattr(select, "EPOLLPRI", POLLPRI)
 _EPOLLOUT: Final = getattr(select, "EPOLLOUT", POLLOUT)
@@ -129,6 +131,7 @@ class EpollSource(SourceBase):
         self._capacity = 0  # compiled: the sizes of the event and pollfd buffers
         self._pollfd_capacity = 0
         self._epoll = select.epoll()
+        self._epoll_fd = self._epoll.fileno()
         try:
             loop.add_reader(self._epoll.fileno(), self._readable)
         except NotImplementedError as exc:
@@ -225,6 +228,7 @@ class EpollSource(SourceBase):
             self._stale = False
             old = self._epoll
             self._epoll = select.epoll()
+            self._epoll_fd = self._epoll.fileno()
             for rec in list(self._records.values()):
                 want, rec.mask = rec.mask, 0
                 if want:
@@ -243,7 +247,7 @@ class EpollSource(SourceBase):
             self._rebuild()
         ready: dict[int, int] = {}
         records = self._records
-        if cython.compiled and type(self._epoll) is select.epoll:
+        if cython.compiled and type(self._epoll) is _EPOLL_TYPE:
             count = self._wait(len(records) + 1)
             for index in range(count):
                 self._take(owner, ready, self._events[index].data.fd, self._events[index].events)
@@ -282,18 +286,18 @@ class EpollSource(SourceBase):
             self._event_buffer = bytearray(maxevents * cython.sizeof(epoll_event))
             self._events = cython.cast(cython.pointer(epoll_event), cython.cast(cython.p_char, self._event_buffer))
             self._capacity = maxevents
-        count: int = epoll_wait(self._epoll.fileno(), self._events, maxevents, 0)
+        count: int = epoll_wait(self._epoll_fd, self._events, maxevents, 0)
         if count < 0:
             raise OSError(c_errno, os.strerror(c_errno))
         return count
 
     def _collect_writers(self, owner: Owner, ready: dict[int, int]) -> None:
         """One zero-timeout ``poll()`` of ``owner``'s optimistic writers; watch those that would block."""
+        if cython.compiled:
+            self._poll_writers(owner, ready)
+            return
         writers = [rec for rec in self._writers.values() if rec.owner is owner]
         if not writers:
-            return
-        if cython.compiled:
-            self._poll_writers(writers, ready)
             return
         pollster = select.poll()
         for rec in writers:
@@ -308,26 +312,31 @@ class EpollSource(SourceBase):
             if rec.fd not in can_write:
                 self._would_block(rec)
 
-    def _poll_writers(self, writers: list[Record], ready: dict[int, int]) -> None:
-        """Compiled only: :meth:`_collect_writers`' ``poll()``, into a buffer kept here."""
-        count = len(writers)
-        if count > self._pollfd_capacity:
-            self._pollfd_buffer = bytearray(count * cython.sizeof(pollfd))
+    def _poll_writers(self, owner: Owner, ready: dict[int, int]) -> None:
+        """Compiled only: :meth:`_collect_writers`' ``poll()``, from a buffer kept here."""
+        writers = self._writers
+        if len(writers) > self._pollfd_capacity:
+            self._pollfd_buffer = bytearray(len(writers) * cython.sizeof(pollfd))
             self._pollfds = cython.cast(cython.pointer(pollfd), cython.cast(cython.p_char, self._pollfd_buffer))
-            self._pollfd_capacity = count
+            self._pollfd_capacity = len(writers)
         fds = self._pollfds
-        for index in range(count):
-            fds[index].fd = writers[index].fd
-            fds[index].events = POLLOUT
+        count = 0
+        for rec in writers.values():
+            if rec.owner is owner:
+                fds[count].fd = rec.fd
+                fds[count].events = POLLOUT
+                count += 1
+        if not count:
+            return
         if poll(fds, count, 0) < 0:
             raise OSError(c_errno, os.strerror(c_errno))
         for index in range(count):
             flags = fds[index].revents
+            fd = fds[index].fd
             if flags:
-                fd = fds[index].fd
                 ready[fd] = ready.get(fd, 0) | flags
             else:
-                self._would_block(writers[index])
+                self._would_block(writers[fd])
 
     def _would_block(self, rec: Record) -> None:
         """A write to ``rec``'s fd would block: watch it for writability instead of asking."""
