@@ -15,7 +15,7 @@ twins of them, and the order stays this module's alone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from ._handlers import _exception, read, readwrite, write
 from ._predicates import wanted
@@ -34,7 +34,7 @@ from ._readiness import (
 from ._readiness.pollster import new_pollster
 from ._scan import Batch, fd_of_key
 
-__all__ = ["STOCK", "DispatchBatch", "Handlers", "Handling", "dispatch_batch", "run_nested"]
+__all__ = ["SELECT_READ", "SELECT_WRITE", "STOCK", "DispatchBatch", "Handlers", "Handling", "dispatch_batch", "run_nested"]
 
 
 class Handling(Protocol):
@@ -56,8 +56,10 @@ STOCK: Handlers = Handlers(read, write, _exception, readwrite)
 DispatchBatch = Callable[[Handling, dict[Any, Any], Batch, dict[int, int], bool], None]
 """:func:`dispatch_batch`'s signature without ``handlers``: what a driver calls each cycle."""
 
-_SELECT_READ = POLLIN | POLLHUP | POLLERR
-_SELECT_WRITE = POLLOUT | POLLERR
+SELECT_READ: Final = POLLIN | POLLHUP | POLLERR
+"""The poll() flags select() reports as readable (Linux's mapping: a hang-up or error is)."""
+SELECT_WRITE: Final = POLLOUT | POLLERR
+"""The poll() flags select() reports as writable (an error is)."""
 
 
 def dispatch_batch(
@@ -77,26 +79,8 @@ def dispatch_batch(
     """
     if use_poll:
         _dispatch_poll(holder, map, batch, revents, handlers.readwrite)
-    elif len(batch) != 1:
+    else:
         _dispatch_select(holder, map, batch, revents, handlers)
-    else:  # the common case, one object's events in _dispatch_select's order, inline
-        key, fd, obj, events = batch[0]
-        flags = revents.get(fd, 0)
-        get = map.get
-        if flags & POLLNVAL:
-            if get(key) is obj:
-                holder.handling = obj
-                handlers.readwrite(obj, POLLNVAL)
-            return
-        if events & READ and flags & _SELECT_READ and get(key) is obj:
-            holder.handling = obj
-            handlers.read(obj)
-        if events & WRITE and flags & _SELECT_WRITE and get(key) is obj:
-            holder.handling = obj
-            handlers.write(obj)
-        if events & PRIORITY and flags & POLLPRI and get(key) is obj:
-            holder.handling = obj
-            handlers.exception(obj)
 
 
 def _dispatch_poll(
@@ -132,9 +116,9 @@ def _dispatch_select(
         if flags & POLLNVAL:
             invalid.append((key, obj))
             continue
-        if events & READ and flags & _SELECT_READ:
+        if events & READ and flags & SELECT_READ:
             reads.append((key, obj))
-        if events & WRITE and flags & _SELECT_WRITE:
+        if events & WRITE and flags & SELECT_WRITE:
             writes.append((key, obj))
         if events & PRIORITY and flags & POLLPRI:
             exceptional.append((key, obj))

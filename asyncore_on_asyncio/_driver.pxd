@@ -5,6 +5,11 @@ from asyncore_on_asyncio._readiness cimport SourceBase
 from asyncore_on_asyncio._scan cimport Scanner
 
 
+# Module constants and functions every cycle uses, as C globals (no dict lookup).
+cdef long POLLNVAL, POLLPRI, PRIORITY, READ, WRITE, SELECT_READ, SELECT_WRITE, _DONE, _WAIT, _YIELD
+cdef object dispatching, read, write, _exception, readwrite
+
+
 cdef class Driver:
     cdef public object engine
     cdef public object map
@@ -30,3 +35,5 @@ cdef class Driver:
 
     @cython.locals(scanner=Scanner, source=SourceBase, now=double, burst_end=double, ready=dict, batch=list)
     cpdef int cycles(self) except? -1
+    @cython.locals(events=long, flags=long)
+    cdef _dispatch_one(self, tuple entry, dict revents)
