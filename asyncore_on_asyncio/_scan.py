@@ -223,8 +223,11 @@ class Scanner:
     def _holds_previous_entries(self) -> bool:
         """Does the map hold the keys and objects of the previous full scan, in the same order?
 
-        Identity only: an entry replaced by an equal key or object (``map[fd] = obj``
-        behind our API) is a change, seen by a full scan.
+        Compiled, identity only: an entry replaced by an equal key or object (``map[fd] =
+        obj`` behind our API) is a change.  The pure engine compares lists (identity first,
+        then ``__eq__``): only an ``__eq__`` that calls two dispatchers equal could hide an
+        object put into the map behind our API (``add_channel()`` marks its key), and then
+        only until the next verifying scan.
         """
         map, keys, objs = self.map, self._keys, self._objs
         if len(map) != len(keys):
@@ -239,7 +242,7 @@ class Scanner:
                     return False
                 index += 1
             return True
-        return all(a is b for a, b in zip(map, keys)) and all(a is b for a, b in zip(map.values(), objs))
+        return list(map) == keys and list(map.values()) == objs
 
     def _apply_change(self, index: int, events: int) -> None:
         """The answer at ``index`` of a steady scan changed to ``events``."""
