@@ -7,7 +7,7 @@ from asyncore_on_asyncio._scan cimport Scanner
 
 # Module constants and functions every cycle uses, as C globals (no dict lookup).
 cdef long POLLNVAL, POLLPRI, PRIORITY, READ, WRITE, SELECT_READ, SELECT_WRITE, _DONE, _WAIT, _YIELD
-cdef object dispatching, read, write, _exception, readwrite
+cdef object dispatching, read, write, _exception, readwrite, monotonic, _set_running_loop, _get_running_loop
 
 
 cdef class Driver:
@@ -32,8 +32,16 @@ cdef class Driver:
     cdef public object _wake_at
     cdef public object _step_handle
     cdef public object _on_done
+    cdef public list _failures
+
+    cpdef begin(self, timeout, bint use_poll, count)
+    cpdef end(self)
 
     @cython.locals(scanner=Scanner, source=SourceBase, now=double, burst_end=double, ready=dict, batch=list)
     cpdef int cycles(self) except? -1
     @cython.locals(events=long, flags=long)
     cdef _dispatch_one(self, tuple entry, dict revents)
+
+
+@cython.locals(driver=Driver, forked=bint)
+cpdef run(map, timeout, bint use_poll, count)

@@ -78,6 +78,7 @@ STEP_INTERVAL: Final = 0.001
 
 _HAS_POLL = hasattr(select, "poll")
 _set_running_loop = asyncio._set_running_loop
+_get_running_loop = asyncio._get_running_loop
 _TIMER_SLACK = 0.0005
 """A deadline timer firing this early (seconds) counts as due."""
 
@@ -112,6 +113,8 @@ class Driver:
         self.waiting = False
         self.dispatching = False
         self.scanner = Scanner(self, engine.source, map)
+        self._failures = engine.failures
+        """The engine's list of failures to raise in a cycle's frame (the same list)."""
         self._measured_by: Instruments | None = None
         self._scan: Callable[[float], None] | None = None
         """The report's timed twin of the scan (``None``: the scanner's own, called directly)."""
@@ -190,13 +193,12 @@ class Driver:
         time = monotonic
         scanner = self.scanner
         scan = self._scan
-        source = self.engine.source
-        engine = self.engine
+        source = scanner.source
         now = time()
         burst_end = now + BURST_SECONDS
         while True:
-            if engine.failures:
-                engine.raise_failures()  # spawned tasks' failures, in this frame
+            if self._failures:
+                self.engine.raise_failures()  # spawned tasks' failures, in this frame
             if not self.map:
                 return _DONE
             if not self._mid_cycle:
@@ -362,7 +364,7 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
     if not map or (count is not None and count <= 0):
         return
     use_poll = use_poll and _HAS_POLL
-    running = asyncio._get_running_loop()
+    running = _get_running_loop()
     if running is not None:
         if _inside_a_handler(running):
             run_nested(map, timeout, use_poll, count, dispatch_batch if instruments is None else instruments.dispatch)
@@ -372,9 +374,8 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
             "use 'await asyncore_on_asyncio.serve(map)' there instead"
         )
     engine = thread_engine()  # made in this thread: its thread_id is ours
-    driver = engine.drivers.get(id(map))
-    if not (type(driver) is Driver and driver.map is map):
-        driver = _driver_for(engine, map)
+    found = engine.drivers.get(id(map))
+    driver = found if type(found) is Driver and found.map is map else _driver_for(engine, map)
     driver.begin(timeout, use_poll, count)
     forked = False
     try:

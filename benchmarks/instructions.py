@@ -13,6 +13,8 @@ no count depends on the clock (valgrind runs 50x slower than the clock they read
 * ``bounce``: one 64-byte message bounced between two dispatchers; per round trip.
 * ``echo``: 100 ``async_chat`` pairs echoing 64-byte lines; per round trip.
 * ``scan``: ``loop(0, count=1)`` over 1,000 idle dispatchers with their own ``writable()``.
+* ``step``: ``loop(0, count=1)`` over one idle ``async_chat`` (a host loop stepping asyncore);
+  per call.  Ours gives the event loop no iteration here (``STEP_INTERVAL`` made endless).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SIZES = {"bounce": (500, 1500), "echo": (1000, 3000), "scan": (20, 60)}
+SIZES = {"bounce": (500, 1500), "echo": (1000, 3000), "scan": (20, 60), "step": (2000, 6000)}
 
 
 def _modules(variant: str) -> tuple[Any, Any, bool]:
@@ -41,6 +43,7 @@ def _modules(variant: str) -> tuple[Any, Any, bool]:
     from asyncore_on_asyncio import _driver, _scan, asynchat, asyncore
 
     _driver.BURST_SECONDS = 1e9  # type: ignore[misc]
+    _driver.STEP_INTERVAL = 1e9  # type: ignore[misc]
     _scan._FULL_SCAN_INTERVAL = 1e9
     return asyncore, asynchat, False
 
@@ -115,7 +118,23 @@ def _scan(asyncore: Any, asynchat: Any, use_poll: bool, n: int) -> None:
         asyncore.loop(0, use_poll, map, 1)
 
 
-WORKLOADS = {"bounce": _bounce, "echo": _echo, "scan": _scan}
+def _step(asyncore: Any, asynchat: Any, use_poll: bool, n: int) -> None:
+    class Idle(asynchat.async_chat):  # type: ignore[misc]
+        def collect_incoming_data(self, data: bytes) -> None:
+            pass
+
+        def found_terminator(self) -> None:
+            pass
+
+    map: dict[int, Any] = {}
+    mine, theirs = socket.socketpair()
+    Idle(mine, map).set_terminator(b"\n")
+    for _ in range(n):
+        asyncore.loop(0, use_poll, map, 1)
+    theirs.close()
+
+
+WORKLOADS = {"bounce": _bounce, "echo": _echo, "scan": _scan, "step": _step}
 
 
 def _count(variant: str, path: str, workload: str, n: int) -> int:

@@ -92,8 +92,9 @@ if cython.compiled:
 
 __all__ = ["EpollSource"]
 
-_EPOLL_TYPE: Final = select.epoll
-"""(Compiled: only a real epoll is polled from C; a test's stand-in goes through Python.)"""
+_EPOLL_TYPE: Final = getattr(select, "epoll", None)
+"""Compiled, only a real epoll is polled from C (a test's stand-in goes through Python).
+(The module is imported where there is no epoll too: ``CORE`` asks every compiled module.)"""
 _EPOLLIN: Final = getattr(select, "EPOLLIN", POLLIN)
 _EPOLLPRI: Final = getattr(select, "EPOLLPRI", POLLPRI)
 _EPOLLOUT: Final = getattr(select, "EPOLLOUT", POLLOUT)
