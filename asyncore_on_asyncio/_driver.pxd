@@ -1,6 +1,8 @@
 # C types of the driver (Cython's pure Python mode: _driver.py is the code).
 import cython
 
+from cpython.object cimport PyObject
+
 from asyncore_on_asyncio._readiness cimport SourceBase
 from asyncore_on_asyncio._scan cimport Scanner
 
@@ -42,6 +44,8 @@ cdef class Driver:
     @cython.locals(events=long, flags=long)
     cdef _dispatch_one(self, tuple entry, dict revents)
 
+
+cdef inline bint _holds(map, key, obj) except -1
 
 @cython.locals(driver=Driver, forked=bint)
 cpdef run(map, timeout, bint use_poll, count)

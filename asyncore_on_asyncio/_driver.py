@@ -55,6 +55,11 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any, Final, Protocol
 
+try:
+    import cython
+except ImportError:  # the pure engine, where Cython is not installed
+    from . import _cython_fallback as cython
+
 from ._dispatch import SELECT_READ, SELECT_WRITE, DispatchBatch, dispatch_batch, run_nested
 from ._engine import (
     Engine,
@@ -68,6 +73,10 @@ from ._fork import Forked
 from ._handlers import _exception, read, readwrite, write
 from ._readiness import POLLNVAL, POLLPRI, PRIORITY, READ, WRITE, Record
 from ._scan import BatchEntry, Scanner
+
+if cython.compiled:
+    from cython.cimports.cpython.dict import PyDict_GetItemWithError
+    from cython.cimports.cpython.object import PyObject
 
 __all__ = ["BURST_SECONDS", "STEP_INTERVAL", "Instruments", "instruments", "run", "serve"]
 
@@ -255,19 +264,19 @@ class Driver:
         """
         key, fd, obj, events = entry
         flags = revents.get(fd, 0)
-        get = self.map.get
+        map = self.map
         if self._use_poll or flags & POLLNVAL:
-            if flags and get(key) is obj:
+            if flags and _holds(map, key, obj):
                 dispatching.handling = obj
                 readwrite(obj, flags if self._use_poll else POLLNVAL)
             return
-        if events & READ and flags & SELECT_READ and get(key) is obj:
+        if events & READ and flags & SELECT_READ and _holds(map, key, obj):
             dispatching.handling = obj
             read(obj)
-        if events & WRITE and flags & SELECT_WRITE and get(key) is obj:
+        if events & WRITE and flags & SELECT_WRITE and _holds(map, key, obj):
             dispatching.handling = obj
             write(obj)
-        if events & PRIORITY and flags & POLLPRI and get(key) is obj:
+        if events & PRIORITY and flags & POLLPRI and _holds(map, key, obj):
             dispatching.handling = obj
             _exception(obj)
 
@@ -337,6 +346,13 @@ class Driver:
         self.end()
         if on_done is not None:
             on_done(exc)
+
+
+def _holds(map: dict[Any, Any], key: Any, obj: object) -> bool:
+    """Does ``map`` still hold ``obj`` under ``key``?  (Compiled, a dict is asked in C.)"""
+    if cython.compiled and type(map) is dict:
+        return PyDict_GetItemWithError(map, key) is cython.cast(cython.pointer(PyObject), obj)
+    return map.get(key) is obj
 
 
 def _driver_for(engine: Engine, map: dict[Any, Any]) -> Driver:
