@@ -20,7 +20,10 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asyncore_on_asyncio import EngineStatistics
 
 LOOPBACK = "127.0.0.1"
 
@@ -362,6 +365,18 @@ def kernel_registrations() -> Iterator[list[str]]:
     finally:
         for name in names:
             delattr(loop, name)
+
+
+def registration_calls(before: EngineStatistics, after: EngineStatistics) -> tuple[int, int, int]:
+    """``(registers, modifies, unregisters)`` the readiness source made between two
+    :func:`asyncore_on_asyncio.statistics` snapshots of one loop: ``epoll_ctl`` calls for
+    the epoll source, ``add_/remove_reader/writer`` calls for the fallback."""
+    assert before.source is not None and after.source == before.source
+    return (
+        after.registers - before.registers,
+        after.modifies - before.modifies,
+        after.unregisters - before.unregisters,
+    )
 
 
 def fallback_source_forced() -> bool:
