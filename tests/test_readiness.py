@@ -697,12 +697,15 @@ def test_fd_number_that_names_another_file_at_every_call_is_taken_for_closed(use
 
 def test_handlers_of_two_threads_keep_their_own_wakeups() -> None:
     """Each thread's loop knows whose handler runs *there*.  Another thread's dispatch
-    begins while this thread's handler runs and ends after it; then a coroutine on this
-    loop pushes 8 MiB.  The waiting cycle must see the push at once, not after its 30 s
+    begins while this thread's handler runs and ends after it; then, once that thread has
+    closed its loop (this loop's engine is the only one left), a coroutine on this loop
+    pushes 8 MiB.  The waiting cycle must see the push at once, not after its 30 s
     timeout (a process-wide "handler running" marker, saved and restored around each
-    dispatch, was left naming this handler's object and the wake-up was dropped)."""
+    dispatch, was left naming this handler's object and the wake-up was dropped).  The
+    map holds the chat alone (stock predicates: only a wake-up makes a cycle ask it again)
+    and a thread outside any map reads what it sends, so nothing else ends the wait."""
     size = 8 * 1024 * 1024
-    b_in_handler, a_pushing = threading.Event(), threading.Event()
+    b_in_handler, a_pushing, b_finished = threading.Event(), threading.Event(), threading.Event()
     bx, by = socketpair()
 
     class Blocker(asyncore.dispatcher):
@@ -720,6 +723,7 @@ def test_handlers_of_two_threads_keep_their_own_wakeups() -> None:
         asyncore.loop(timeout=10, map=mb, count=1)
         asyncore.close_all(mb)
         asyncore_on_asyncio.close_event_loop()
+        b_finished.set()
 
     class Chat(asynchat.async_chat):
         def collect_incoming_data(self, data: bytes) -> None:
@@ -732,28 +736,28 @@ def test_handlers_of_two_threads_keep_their_own_wakeups() -> None:
 
         async def push_later(self) -> None:
             a_pushing.set()  # the other thread's dispatch ends now
-            await asyncio.sleep(0.05)
+            async with asyncio.timeout(10):  # (this loop's cycle waits meanwhile)
+                while not b_finished.is_set():
+                    await asyncio.sleep(0.001)
             self.push(b"z" * size)
+            self.close_when_done()
 
     received = [0]
 
-    class Sink(asyncore.dispatcher):
-        def writable(self) -> bool:
-            return False
-
-        def handle_read(self) -> None:
-            received[0] += len(self.recv(1 << 20))
-            if received[0] >= size:
-                asyncore.close_all(m)
+    def sink() -> None:
+        while data := server.recv(1 << 20):
+            received[0] += len(data)
 
     m: dict[int, Any] = {}
     client, server = socketpair()
     server.send(b"go\n")
+    server.settimeout(30)
     chat = Chat(client, map=m)
     chat.set_terminator(b"\n")
-    Sink(server, m)
     other = threading.Thread(target=other_thread)
+    reader = threading.Thread(target=sink)
     other.start()
+    reader.start()
     started = time.monotonic()
     try:
         asyncore.loop(timeout=30, map=m)
@@ -761,6 +765,8 @@ def test_handlers_of_two_threads_keep_their_own_wakeups() -> None:
         a_pushing.set()
         other.join(30)
         asyncore.close_all(m)
+        reader.join(30)
+        server.close()
         by.close()
     assert received[0] == size
     assert time.monotonic() - started < 10
