@@ -35,18 +35,10 @@ if _core.pure_forced():
 
 from . import _report, asynchat, asyncore
 from ._engine import close_event_loop, get_event_loop, set_loop_factory
-from ._interop import (
-    detach,
-    serve,
-    spawn,
-    to_protocol,
-    to_streams,
-    wait_closed,
-    wait_connected,
-    wakeup,
-)
+from ._interop import detach, serve, spawn, to_protocol, to_streams, wakeup
 from ._report import enable as enable_report
 from ._statistics import EngineStatistics, statistics
+from ._waiters import wait_closed, wait_connected
 
 __version__ = "0.1.0"
 
