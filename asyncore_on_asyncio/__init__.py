@@ -10,7 +10,8 @@ handler, :func:`wakeup` tells a waiting loop that a custom ``writable()``
 changed, and :func:`detach`, :func:`to_streams` and :func:`to_protocol` hand a
 connection over to asyncio.  :func:`enable_report` (or the runner's ``--report``)
 reports, when the program ends, which dispatcher classes ran and what they cost the
-loop, and warns of slow handlers.
+loop, and warns of slow handlers; :func:`statistics` tells what the engine of a loop
+holds and how often it has called the kernel.
 
 The engine runs on a compiled core (Cython) where the install could build one, and on
 its pure-Python reference otherwise; :data:`CORE` says which (``"compiled"`` or
@@ -34,17 +35,10 @@ if _core.pure_forced():
 
 from . import _report, asynchat, asyncore
 from ._engine import close_event_loop, get_event_loop, set_loop_factory
-from ._interop import (
-    detach,
-    serve,
-    spawn,
-    to_protocol,
-    to_streams,
-    wait_closed,
-    wait_connected,
-    wakeup,
-)
+from ._interop import detach, serve, spawn, to_protocol, to_streams, wakeup
 from ._report import enable as enable_report
+from ._statistics import EngineStatistics, statistics
+from ._waiters import wait_closed, wait_connected
 
 __version__ = "0.1.0"
 
@@ -53,6 +47,7 @@ CORE: Final[Literal["compiled", "pure"]] = _core.core_in_use()
 
 __all__ = [
     "CORE",
+    "EngineStatistics",
     "__version__",
     "asynchat",
     "asyncore",
@@ -64,6 +59,7 @@ __all__ = [
     "serve",
     "set_loop_factory",
     "spawn",
+    "statistics",
     "to_protocol",
     "to_streams",
     "wait_closed",

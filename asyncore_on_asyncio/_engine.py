@@ -42,6 +42,7 @@ __all__ = [
     "close_event_loop",
     "current_engine",
     "engine_for",
+    "engine_or_none",
     "get_event_loop",
     "interest_changed",
     "map_changed",
@@ -202,6 +203,11 @@ def engine_for(loop: asyncio.AbstractEventLoop) -> Engine:
             engine = _engines.setdefault(loop, Engine(loop))
             _publish()
     return engine
+
+
+def engine_or_none(loop: asyncio.AbstractEventLoop) -> Engine | None:
+    """``loop``'s engine, if it has one (none is made)."""
+    return _engines.get(loop)
 
 
 def forget_engine(engine: Engine) -> None:

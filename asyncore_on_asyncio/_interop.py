@@ -1,26 +1,21 @@
-"""Bridges between dispatchers and coroutines on the same event loop.
+"""Bridges between dispatchers and coroutines on the same event loop (the awaitables of a
+dispatcher's connection and removal are :mod:`._waiters`').
 
 * :func:`serve` drives a map inside a running event loop, as ``loop()`` does outside.
 * :func:`spawn` starts a coroutine from a handler; its failure is not lost: it
   goes to a dispatcher's ``handle_error()`` or out of the running ``loop()``.
-* :func:`wait_connected` / :func:`wait_closed` let a coroutine await a
-  dispatcher's connection or its removal from the map.
 * :func:`detach`, :func:`to_streams` and :func:`to_protocol` hand a dispatcher's
   socket over to asyncio, the first step of migrating a handler.
-
-Waiters are kept here, keyed weakly by dispatcher, so no attribute is added to
-user subclasses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from . import _driver, _engine
+from . import _driver, _engine, asyncore
 
 __all__ = [
     "detach",
@@ -28,74 +23,11 @@ __all__ = [
     "spawn",
     "to_protocol",
     "to_streams",
-    "wait_closed",
-    "wait_connected",
     "wakeup",
 ]
 
 T = TypeVar("T")
 P = TypeVar("P", bound=asyncio.BaseProtocol)
-
-_connected_waiters: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]] = weakref.WeakKeyDictionary()
-_closed_waiters: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]] = weakref.WeakKeyDictionary()
-
-
-def _wake(table: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]], obj: Any) -> None:
-    if not table:
-        return
-    for waiter in table.pop(obj, ()):
-        if not waiter.done():
-            waiter.get_loop().call_soon_threadsafe(_set_done, waiter)
-
-
-def _set_done(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def dispatcher_connected(obj: Any) -> None:
-    """Called by ``handle_connect_event`` once ``obj`` is connected."""
-    _wake(_connected_waiters, obj)
-
-
-def dispatcher_removed(obj: Any) -> None:
-    """Called by ``del_channel``: ``obj`` left its map."""
-    _wake(_closed_waiters, obj)
-    if _connected_waiters and obj in _connected_waiters:
-        for waiter in _connected_waiters.pop(obj):
-            if not waiter.done():
-                waiter.get_loop().call_soon_threadsafe(_fail_not_connected, waiter, obj)
-
-
-def _fail_not_connected(waiter: asyncio.Future[None], obj: Any) -> None:
-    if not waiter.done():
-        waiter.set_exception(ConnectionError(f"{obj!r} was closed before it connected"))
-
-
-async def _wait(table: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]], obj: Any) -> None:
-    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    table.setdefault(obj, []).append(waiter)
-    await waiter
-
-
-async def wait_connected(dispatcher: Any) -> None:
-    """Wait until ``dispatcher`` has connected (after its ``handle_connect()``).
-
-    Returns at once if it is connected already; raises ConnectionError if it
-    leaves its map first.  Something must be serving its map meanwhile.
-    """
-    if dispatcher.connected:
-        return
-    if dispatcher._fileno is None or dispatcher._fileno not in dispatcher._map:
-        raise ConnectionError(f"{dispatcher!r} is not in a map; it cannot connect")
-    await _wait(_connected_waiters, dispatcher)
-
-
-async def wait_closed(dispatcher: Any) -> None:
-    """Wait until ``dispatcher`` has left its map (``close()`` or ``del_channel()``)."""
-    if dispatcher._fileno is None or dispatcher._map.get(dispatcher._fileno) is not dispatcher:
-        return
-    await _wait(_closed_waiters, dispatcher)
 
 
 def detach(dispatcher: Any) -> socket.socket:
@@ -179,9 +111,7 @@ async def serve(
     dispatchers are left open in the map (``asyncore.close_all(map)`` closes them).
     """
     if map is None:
-        from . import asyncore  # imported here: asyncore imports this module
-
-        map = asyncore.socket_map
+        map = asyncore.socket_map  # read now: a program may have rebound it
     await _driver.serve(map, timeout, use_poll)
 
 

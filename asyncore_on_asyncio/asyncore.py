@@ -44,7 +44,7 @@ from errno import (  # noqa: F401
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _arguments, _driver, _engine, _interop, _scan
+from . import _arguments, _driver, _engine, _scan, _waiters
 from ._errors import DISCONNECTED as _DISCONNECTED
 from ._errors import RERAISED as _reraised_exceptions
 from ._errors import ExitNow  # noqa: F401 - public API
@@ -217,7 +217,7 @@ class dispatcher:
         # Unregister with the cached fd, before anyone closes it.
         _engine.map_changed(map, fd, self, closing=True)
         self._fileno = None
-        _interop.dispatcher_removed(self)
+        _waiters.dispatcher_removed(self)
         if _engine.channel_hook is not None:
             _engine.channel_hook(self, False)
 
@@ -353,7 +353,7 @@ class dispatcher:
         self.handle_connect()
         self.connected = True
         self.connecting = False
-        _interop.dispatcher_connected(self)
+        _waiters.dispatcher_connected(self)
 
     def handle_write_event(self) -> None:
         if self.accepting:

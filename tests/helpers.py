@@ -20,7 +20,10 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asyncore_on_asyncio import EngineStatistics
 
 LOOPBACK = "127.0.0.1"
 
@@ -303,65 +306,16 @@ def epoll_entry(fd: int) -> int | None:
     return None
 
 
-class _CountingEpoll:
-    """Stands in for a source's ``select.epoll`` object, counting epoll_ctl calls."""
-
-    def __init__(self, epoll: Any, calls: list[str]) -> None:
-        self._epoll = epoll
-        self._calls = calls
-
-    def register(self, *args: Any) -> None:
-        self._calls.append("register")
-        self._epoll.register(*args)
-
-    def modify(self, *args: Any) -> None:
-        self._calls.append("modify")
-        self._epoll.modify(*args)
-
-    def unregister(self, *args: Any) -> None:
-        self._calls.append("unregister")
-        self._epoll.unregister(*args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._epoll, name)
-
-
-@contextlib.contextmanager
-def kernel_registrations() -> Iterator[list[str]]:
-    """Record every registration call the engine's readiness source makes meanwhile:
-    ``epoll_ctl`` for the epoll source, ``add_/remove_reader/writer`` for the fallback."""
-    from asyncore_on_asyncio import _engine
-    from asyncore_on_asyncio._readiness import epoll
-
-    engine = _engine.thread_engine()
-    source = engine.source
-    calls: list[str] = []
-    if isinstance(source, epoll.EpollSource):
-        real = source._epoll
-        source._epoll = _CountingEpoll(real, calls)  # type: ignore[assignment]
-        try:
-            yield calls
-        finally:
-            source._epoll = real
-        return
-    loop = engine.loop
-    names = ("add_reader", "remove_reader", "add_writer", "remove_writer")
-    originals = {name: getattr(loop, name) for name in names}
-
-    def counting(name: str) -> Callable[..., Any]:
-        def call(*args: Any) -> Any:
-            calls.append(name)
-            return originals[name](*args)
-
-        return call
-
-    for name in names:
-        setattr(loop, name, counting(name))
-    try:
-        yield calls
-    finally:
-        for name in names:
-            delattr(loop, name)
+def registration_calls(before: EngineStatistics, after: EngineStatistics) -> tuple[int, int, int]:
+    """``(registers, modifies, unregisters)`` the readiness source made between two
+    :func:`asyncore_on_asyncio.statistics` snapshots of one loop: ``epoll_ctl`` calls for
+    the epoll source, ``add_/remove_reader/writer`` calls for the fallback."""
+    assert before.source is not None and after.source == before.source
+    return (
+        after.registers - before.registers,
+        after.modifies - before.modifies,
+        after.unregisters - before.unregisters,
+    )
 
 
 def fallback_source_forced() -> bool:

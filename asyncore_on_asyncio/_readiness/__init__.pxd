@@ -23,6 +23,11 @@ cdef class SourceBase:
     cdef public dict _records
     cdef public dict _writers
     cdef public dict _unwatchable
+    cdef public unsigned long long registers
+    cdef public unsigned long long modifies
+    cdef public unsigned long long unregisters
+    cdef public unsigned long long polls
+    cdef public unsigned long long writer_polls
 
     @cython.locals(fd=long)
     cpdef update(self, Record rec, long events)

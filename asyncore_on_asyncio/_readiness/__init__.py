@@ -175,6 +175,12 @@ class SourceBase:
         """Records that want to write and are not watched for it (optimistic)."""
         self._unwatchable: dict[int, Record] = {}
         """Regular files and closed fds: reported at every collect."""
+        # What the source asked of the kernel or the loop (read by .._statistics):
+        self.registers = 0
+        self.modifies = 0
+        self.unregisters = 0
+        self.polls = 0
+        self.writer_polls = 0
 
     def __len__(self) -> int:
         return len(self._records)

@@ -183,10 +183,13 @@ class EpollSource(SourceBase):
         for _ in range(4):
             try:
                 if not held:
+                    self.registers += 1
                     epoll.register(fd, want)
                 elif want:
+                    self.modifies += 1
                     epoll.modify(fd, want)
                 else:
+                    self.unregisters += 1
                     epoll.unregister(fd)
             except FileExistsError:
                 held = want  # this file is in the epoll already: modify its entry
@@ -253,6 +256,7 @@ class EpollSource(SourceBase):
             for index in range(count):
                 self._take(owner, ready, self._events[index].data.fd, self._events[index].events)
         else:  # _take(), inline: the pure engine's hot loop
+            self.polls += 1
             for fd, flags in self._epoll.poll(0, len(records) + 1):
                 rec = records.get(fd)
                 if rec is None:
@@ -287,6 +291,7 @@ class EpollSource(SourceBase):
             self._event_buffer = bytearray(maxevents * cython.sizeof(epoll_event))
             self._events = cython.cast(cython.pointer(epoll_event), cython.cast(cython.p_char, self._event_buffer))
             self._capacity = maxevents
+        self.polls += 1
         count: int = epoll_wait(self._epoll_fd, self._events, maxevents, 0)
         if count < 0:
             raise OSError(c_errno, os.strerror(c_errno))
@@ -303,6 +308,7 @@ class EpollSource(SourceBase):
         pollster = select.poll()
         for rec in writers:
             pollster.register(rec.fd, POLLOUT)
+        self.writer_polls += 1
         writable = pollster.poll(0)
         for fd, flags in writable:
             ready[fd] = ready.get(fd, 0) | flags
@@ -329,6 +335,7 @@ class EpollSource(SourceBase):
                 count += 1
         if not count:
             return
+        self.writer_polls += 1
         if poll(fds, count, 0) < 0:
             raise OSError(c_errno, os.strerror(c_errno))
         for index in range(count):
@@ -366,6 +373,7 @@ class EpollSource(SourceBase):
         if self._stale:
             self._rebuild()
         records = self._records
+        self.polls += 1
         for fd, _ in self._epoll.poll(0, len(records) + 1):
             rec = records.get(fd)
             if rec is None:

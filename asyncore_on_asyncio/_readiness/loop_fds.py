@@ -124,16 +124,20 @@ class LoopFdSource(SourceBase):
         try:
             if events & READ:
                 if not mask & _READING:
+                    self.registers += 1
                     loop.add_reader(fd, self._hint, rec)
                     mask |= _READING
             elif mask & _READING:
+                self.unregisters += 1
                 loop.remove_reader(fd)
                 mask &= ~_READING
             if events & WRITE and rec.blocked:
                 if not mask & _WRITING:
+                    self.registers += 1
                     loop.add_writer(fd, self._hint, rec)
                     mask |= _WRITING
             elif mask & _WRITING:
+                self.unregisters += 1
                 loop.remove_writer(fd)
                 mask &= ~_WRITING
         except OSError as exc:
@@ -169,8 +173,10 @@ class LoopFdSource(SourceBase):
             pass
         mask, rec.mask = rec.mask, 0
         if mask & _READING:
+            self.unregisters += 1
             self._quietly(self.loop.remove_reader, rec.fd)
         if mask & _WRITING:
+            self.unregisters += 1
             self._quietly(self.loop.remove_writer, rec.fd)
         if mask & _URGENT:
             self._remove_priority(rec.fd)
@@ -213,6 +219,7 @@ class LoopFdSource(SourceBase):
         """Exact flags of ``owner``'s ready fds, from one zero-timeout ``poll()`` of all."""
         records = self._records
         ready: dict[int, int] = {}
+        self.polls += 1
         for fd, flags in self._pollster.poll(0):
             rec = records.get(fd)
             if rec is not None and rec.owner is owner:
