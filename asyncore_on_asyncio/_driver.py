@@ -35,6 +35,23 @@ Every exception such a callback meets (a handler's ``ExitNow``/
 ``loop()`` called from a handler (a nested loop, legal in 3.11) cannot re-enter the
 running event loop; it runs its cycles on a private ``poll()`` instead.
 
+**The path of an event** (epoll source, compiled or not).  A byte arrives on a waiting
+dispatcher's socket: the kernel makes the source's epoll readable, and the event loop
+calls the source's reader, :meth:`._readiness.epoll.EpollSource._readable`, which asks
+:meth:`._engine.Engine._readable` to run each waiting driver's :meth:`Driver.readiness`,
+hence :meth:`Driver._step` and :meth:`Driver.cycles`.  A cycle scans
+(:meth:`._scan.Scanner.scan`: ``readable()``/``writable()`` through
+:mod:`._predicates`), collects (:meth:`._readiness.epoll.EpollSource.collect`:
+``epoll_wait()`` into a kept buffer, each reported fd checked by ``_take``, the
+optimistic writers by ``_collect_writers``), orders the ready entries in map order
+(:meth:`._scan.Scanner.batch`) and dispatches them: a batch of one object in
+:meth:`Driver._dispatch_one`, others in :func:`._dispatch.dispatch_batch`; either calls
+:func:`._handlers.read`, which calls the dispatcher's ``handle_read_event()`` and so its
+``handle_read()``.  A run in the caller's frame (``loop()`` finding work at once) enters
+at :meth:`Driver.cycles` directly.  The fallback source (:mod:`._readiness.loop_fds`)
+differs only at the start: the loop calls its per-fd reader, ``_hint``, which calls the
+owner's :meth:`Driver.readiness`.
+
 **Fork.**  A child forked by a handler comes back into the cycle that dispatched it.  Its
 inherited engine is abandoned at fork (:mod:`._fork`), the next cycle raises
 :class:`._fork.Forked` through the failure check every cycle makes anyway, and ``run()``
