@@ -200,15 +200,15 @@ class Scanner:
             # apply only the answers that changed.
             wanted = wanted_by_all(self._objs, write_bits)
             previous, self._wanted = self._wanted, wanted
-            if len(wanted) > _BLOCK:
+            if len(wanted) <= _BLOCK:
+                for index in range(len(wanted)):  # (compiled: C longs compared)
+                    events = wanted[index]
+                    before = previous[index]
+                    if events != before:
+                        self._apply_change(index, events)
+            elif wanted != previous:
                 for index in _differences(wanted, previous):
                     self._apply_change(index, wanted[index])
-                return
-            for index in range(len(wanted)):
-                events = wanted[index]
-                before = previous[index]
-                if events != before:
-                    self._apply_change(index, events)
             return
         map = self.map
         if cython.compiled and type(map) is dict:
