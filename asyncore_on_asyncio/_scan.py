@@ -245,25 +245,19 @@ class Scanner:
         return list(map) == keys and list(map.values()) == objs
 
     def _apply_change(self, index: int, events: int) -> None:
-        """The answer at ``index`` of a steady scan changed to ``events``."""
+        """The answer at ``index`` of a steady scan changed to ``events``: update, remove or
+        make the record of its fd."""
         key, obj = self._keys[index], self._objs[index]
         rec = self.records.get(key)
-        if events and rec is not None and rec.obj is obj:
-            self.source.update(rec, events)  # the hot case: a wish to write turned on or off
-        else:
-            self._apply_answer(key, obj, events, index)
-
-    def _apply_answer(self, fd: int, obj: Any, events: int, index: int) -> None:
-        rec = self.records.get(fd)
         if rec is not None and rec.obj is obj:
             if events:
-                self.source.update(rec, events)
+                self.source.update(rec, events)  # the hot case: a wish to write turned on or off
             else:
                 self.source.remove(rec)
         elif events:
-            rec = self._sync(fd, obj, rec, events)
+            rec = self._sync(key, obj, rec, events)
             rec.seen = self._stamp
-            rec.key = fd
+            rec.key = key
             rec.index = index
 
     def _sync(self, fd: int, obj: Any, rec: Record | None, events: int) -> Record:
