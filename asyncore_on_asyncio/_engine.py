@@ -186,14 +186,12 @@ _engines: dict[asyncio.AbstractEventLoop, Engine] = {}
 _engines_lock = threading.Lock()
 _engine_list: tuple[Engine, ...] = ()
 """A snapshot of ``_engines``' values, safe to iterate from any thread (notifications)."""
-_sole_engine = False
-"""``_engine_list`` holds exactly one engine: every dispatch runs in its loop's thread."""
 
 
 def _publish() -> None:
-    global _engine_list, _sole_engine
+    global _engine_list
     _engine_list = tuple(_engines.values())
-    _sole_engine = len(_engine_list) == 1
+    dispatching.sole = len(_engine_list) == 1
 
 
 def engine_for(loop: asyncio.AbstractEventLoop) -> Engine:
@@ -441,11 +439,14 @@ def close_socket(sock: Any, fd: int | None) -> None:
 class Dispatching:
     """Whose handler runs now: the drivers' dispatch sets ``handling``, ``None`` between batches.
 
-    One for the process: it is trusted only while there is one engine (one thread
-    dispatches), so two threads' dispatches overwriting it cost wake-ups, never lose one.
+    One for the process: ``handling`` is trusted only while ``sole`` (one engine, so one
+    thread dispatches); two threads' dispatches overwriting it cost wake-ups, never lose one.
     """
 
-    handling: object = None
+    def __init__(self) -> None:
+        self.handling: object = None
+        self.sole = False
+        """There is exactly one engine (kept by the engine registry)."""
 
 
 dispatching = Dispatching()
@@ -460,7 +461,7 @@ def interest_changed(obj: object) -> None:
     engines the drivers of ``obj``'s map in other threads are told, and the one in
     this thread marks it to be asked again.
     """
-    if dispatching.handling is obj and _sole_engine:
+    if dispatching.handling is obj and dispatching.sole:
         return
     map = getattr(obj, "_map", None)
     if not _engine_list or map is None:

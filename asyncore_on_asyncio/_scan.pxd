@@ -11,6 +11,10 @@ cdef Py_ssize_t _BLOCK
 cdef object wanted, wanted_by_all
 
 
+@cython.locals(found="PyObject *")
+cdef inline object _get(map, key)
+
+
 cdef class Scanner:
     cdef public object owner
     cdef public dict records
@@ -23,6 +27,7 @@ cdef class Scanner:
     cdef public set _dirty
     cdef public bint _incremental
     cdef public dict _entries
+    cdef public dict _queues
     cdef public dict _position
     cdef public dict _by_fd
     cdef public Py_ssize_t _next_position
@@ -41,5 +46,8 @@ cdef class Scanner:
     @cython.locals(records=dict, source=SourceBase, stamp="long long", dirty=set, index=Py_ssize_t,
                    count=Py_ssize_t, all_known=bint, int_keys=bint, rec=Record, events=long)
     cpdef _apply_scan(self, list keys, list objs, list wanted, bint verify)
+    @cython.locals(records=dict, source=SourceBase, entries=dict, queues=dict, write_bits=long, dirty=set, old=tuple,
+                   rec=Record, fd=long, events=long, before=long, writes=bint)
+    cdef bint _scan_changed(self) except -1
     @cython.locals(records=dict, stamp="long long", rec=Record, regs=list)
     cpdef batch(self, dict ready)

@@ -32,7 +32,12 @@ from ._predicates import READ_ONLY, wanted, wanted_by_all
 from ._readiness import INVALID, PRIORITY, WATCHED, WRITE, Owner, Record, SourceBase
 
 if cython.compiled:
-    from cython.cimports.cpython.dict import PyDict_Keys, PyDict_Next, PyDict_Values
+    from cython.cimports.cpython.dict import (
+        PyDict_GetItemWithError,
+        PyDict_Keys,
+        PyDict_Next,
+        PyDict_Values,
+    )
     from cython.cimports.cpython.list import PyList_GET_ITEM
 
 __all__ = ["Batch", "BatchEntry", "Scanner", "declare_stock", "fd_of_key", "is_closed"]
@@ -48,7 +53,8 @@ behind its back? swapped without del_channel()?) and, in incremental mode, every
 entry of the map (changes made behind our back that kept the map's size)."""
 
 _stock_readable: set[Callable[..., Any]] = set()
-_stock_writable: set[Callable[..., Any]] = set()
+_stock_writable: dict[Callable[..., Any], str | None] = {}
+"""Stock ``writable()`` -> the queue attribute it answers with (``None``: it is called)."""
 _quiet_urgent: dict[str, Callable[..., Any]] = {}
 
 
@@ -56,16 +62,28 @@ def declare_stock(
     readable: Callable[..., Any] | None = None,
     writable: Callable[..., Any] | None = None,
     quiet_urgent: dict[str, Callable[..., Any]] | None = None,
+    writable_unless_empty: str | None = None,
 ) -> None:
     """The public modules name their predicates whose answers change only through our API,
     and the handlers (``handle_expt_event``, ``handle_expt``, ``log_info``) that make urgent
-    data unobservable while ``"warning"`` is ignored."""
+    data unobservable while ``"warning"`` is ignored.
+
+    Incremental scans evaluate what a stock predicate is defined to answer instead of
+    calling it: a stock ``readable()`` is always true, and a ``writable()`` declared with
+    ``writable_unless_empty=name`` is true while ``obj.<name>`` is, else ``not
+    obj.connected`` (async_chat's, with its ``producer_fifo``).  Full scans call them.
+    """
     if readable is not None:
         _stock_readable.add(readable)
     if writable is not None:
-        _stock_writable.add(writable)
+        _stock_writable[writable] = writable_unless_empty
     if quiet_urgent:
         _quiet_urgent.update(quiet_urgent)
+
+
+def _queue_of(obj: Any) -> str | None:
+    """The queue attribute ``obj``'s stock ``writable()`` answers with (``None``: call it)."""
+    return _stock_writable.get(type(obj).writable)
 
 
 def fd_of_key(key: Any) -> int | None:
@@ -147,6 +165,8 @@ class Scanner:
         # Incremental scans (every object's predicates are stock): key -> entry, map order.
         self._incremental = False
         self._entries: dict[Any, tuple[Any, int, Any, int]] = {}
+        self._queues: dict[Any, str] = {}
+        """Key -> the queue attribute its stock ``writable()`` answers with (_queue_of())."""
         self._position: dict[Any, int] = {}
         self._by_fd: dict[int, Any] = {}
         self._next_position = 0
@@ -322,6 +342,7 @@ class Scanner:
         if all_known:
             entries = [(rec.key, rec.fd, rec.obj, rec.events) for rec in records.values()]
             self._entries = {entry[0]: entry for entry in entries}
+            self._queues = {entry[0]: queue for entry in entries if (queue := _queue_of(entry[2])) is not None}
             self._by_fd = {entry[1]: entry[0] for entry in entries}
             self._position = {key: index for index, key in enumerate(self.map)}
             self._next_position = len(self._position)
@@ -335,20 +356,25 @@ class Scanner:
         entries = self._entries
         map = self.map
         write_bits = self.write_bits
+        queues = self._queues
         dirty, self._dirty = self._dirty, set()
         for key in dirty:
-            obj = map.get(key)
+            obj = _get(map, key)
             old = entries.get(key)
             if old is not None and obj is old[2]:
                 # The common case: a dispatcher that just ran, or was pushed to, asks again
-                # (wanted(), inline), and most often wants what it wanted.
-                events = (READ_ONLY if obj.readable() else 0) | (
-                    write_bits if obj.writable() and not obj.accepting else 0
-                )
-                rec = records.get(old[1])
-                if events and rec is not None and rec.obj is obj:
-                    if events != old[3]:
-                        entries[key] = (key, old[1], obj, events)
+                # (wanted(), inline), and most often wants what it wanted.  Its predicates are
+                # stock ones (declare_stock()): readable() is true, and writable() is called
+                # unless it is defined by a queue.
+                queue = queues.get(key)
+                writes = obj.writable() if queue is None else getattr(obj, queue) or not obj.connected
+                events = READ_ONLY | (write_bits if writes and not obj.accepting else 0)
+                fd = old[1]
+                before = old[3]
+                rec = records.get(fd)
+                if rec is not None and rec.obj is obj:
+                    if events != before:
+                        entries[key] = (key, fd, obj, events)
                     if events != rec.events or rec.kind != WATCHED:
                         source.update(rec, events)
                     continue
@@ -361,6 +387,7 @@ class Scanner:
         """An entry that is new, gone, or now wants nothing; ``False``: needs a full scan."""
         records = self.records
         old = self._entries.pop(key, None)
+        self._queues.pop(key, None)
         if old is not None and self._by_fd.get(old[1]) is key:
             del self._by_fd[old[1]]
         if old is not None:
@@ -385,6 +412,9 @@ class Scanner:
         rec = self._sync(fd, obj, rec, events)
         self._entries[key] = (key, fd, obj, rec.events)
         self._by_fd[fd] = key
+        queue = _queue_of(obj)
+        if queue is not None:
+            self._queues[key] = queue
         return True
 
     # -- what dispatch needs --------------------------------------------------------------
@@ -412,6 +442,14 @@ class Scanner:
         regs = [rec for fd in ready if (rec := records.get(fd)) is not None and rec.seen == stamp]
         regs.sort(key=_scan_index)
         return [(rec.key, rec.fd, rec.obj, rec.events) for rec in regs]
+
+
+def _get(map: Any, key: Any) -> Any:
+    """``map.get(key)`` (compiled, a dict is asked in C)."""
+    if cython.compiled and type(map) is dict:
+        found = PyDict_GetItemWithError(map, key)
+        return None if found is cython.NULL else cython.cast(object, found)
+    return map.get(key)
 
 
 def _fd_of(key: Any) -> int | None:

@@ -73,7 +73,7 @@ from typing import Any, AnyStr, Protocol
 
 from . import _scan, asyncore
 from ._classflags import PerClass, replaced_on_instance
-from ._engine import interest_changed
+from ._engine import dispatching, interest_changed
 
 COALESCE_ENV_VAR = "ASYNCORE_ON_ASYNCIO_COALESCE_PUSHES"
 
@@ -197,6 +197,14 @@ class async_chat(asyncore.dispatcher):
     # ------------------------------------------------------------------ events
 
     def handle_read(self) -> None:
+        """Read once, then feed the buffered input to the callbacks, one terminator at a time.
+
+        Every step re-reads the buffer state and the terminator, because each
+        callback may have changed them.  Where 3.11 sliced the buffer after a
+        callback it sliced the buffer *as the callback left it*; ``__advance`` and
+        ``__keep_last`` do the same to the current buffer.  On return no consumed
+        byte is kept: the buffer holds at most a partial terminator.
+        """
         try:
             data: Any = self.recv(self.ac_in_buffer_size)
         except BlockingIOError:
@@ -211,74 +219,63 @@ class async_chat(asyncore.dispatcher):
         buf = self.__in_buf
         self.__in_buf = buf[pos:] + data if pos < len(buf) else b"" + data
         self.__in_pos = 0
-        if self.coalesce_pushes and self.__held < 0 and _sends_like_3_11(self):
+        coalescing = self.coalesce_pushes and self.__held < 0 and _sends_like_3_11(self)
+        if coalescing:
             self.__held = 0
             # dispatcher.close() sends them first, also when called directly as
             # asyncore.dispatcher.close(self), as 3.11-era subclasses do.
             asyncore._flush_before_close[id(self)] = self.__send_held
-            try:
-                self.__split_input()
-            finally:
-                self.__send_held()
-        else:
-            self.__split_input()
-
-    def __split_input(self) -> None:
-        """Feed the buffered input to the callbacks, one terminator at a time.
-
-        Every step re-reads the buffer state and the terminator, because each
-        callback may have changed them.  Where 3.11 sliced the buffer after a
-        callback it sliced the buffer *as the callback left it*; ``__advance`` and
-        ``__keep_last`` do the same to the current buffer.  On return no consumed
-        byte is kept: the buffer holds at most a partial terminator.
-        """
-        while True:
-            buf = self.__in_buf
-            pos = self.__in_pos
-            size = len(buf) - pos
-            if size <= 0:
-                if pos:  # all consumed: drop the chunk
-                    self.__in_buf = b""
-                    self.__in_pos = 0
-                return
-            term: Any = self.get_terminator()
-            if type(term) is not bytes or not term:  # a byte string, the common case, is found below
-                if not term:
+        try:
+            while True:
+                buf = self.__in_buf
+                pos = self.__in_pos
+                size = len(buf) - pos
+                if size <= 0:
+                    if pos:  # all consumed: drop the chunk
+                        self.__in_buf = b""
+                        self.__in_pos = 0
+                    return
+                term: Any = self.get_terminator()
+                if type(term) is not bytes or not term:  # a byte string, the common case, is found below
+                    if not term:
+                        self.__collect_all()
+                        continue
+                    if isinstance(term, int):
+                        if size < term:
+                            self.__collect_all()
+                            self.terminator = self.terminator - size  # type: ignore[operator]
+                        else:
+                            self.collect_incoming_data(buf[pos : pos + term])
+                            self.__advance(term)
+                            self.terminator = 0
+                            self.found_terminator()
+                        continue
+                # A str terminator (use_encoding off) raises TypeError here, as in 3.11.
+                index = buf.find(term, pos)
+                if index != -1:
+                    if index > pos:
+                        # An empty piece before the terminator is never reported.
+                        self.collect_incoming_data(buf[pos:index])
+                    end = index + len(term)
+                    if self.__in_buf is buf and self.__in_pos == pos:
+                        self.__in_pos = end  # the buffer is as it was: the common case
+                    else:
+                        self.__advance(end - pos)
+                    self.found_terminator()
+                    continue
+                partial = _partial_terminator_at_end(buf, pos, term)
+                if not partial:
                     self.__collect_all()
                     continue
-                if isinstance(term, int):
-                    if size < term:
-                        self.__collect_all()
-                        self.terminator = self.terminator - size  # type: ignore[operator]
-                    else:
-                        self.collect_incoming_data(buf[pos : pos + term])
-                        self.__advance(term)
-                        self.terminator = 0
-                        self.found_terminator()
-                    continue
-            # A str terminator (use_encoding off) raises TypeError here, as in 3.11.
-            index = buf.find(term, pos)
-            if index != -1:
-                if index > pos:
-                    # An empty piece before the terminator is never reported.
-                    self.collect_incoming_data(buf[pos:index])
-                end = index + len(term)
-                if self.__in_buf is buf and self.__in_pos == pos:
-                    self.__in_pos = end  # the buffer is as it was: the common case
-                else:
-                    self.__advance(end - pos)
-                self.found_terminator()
-                continue
-            partial = _partial_terminator_at_end(buf, pos, term)
-            if not partial:
-                self.__collect_all()
-                continue
-            if partial != size:
-                self.collect_incoming_data(buf[pos : len(buf) - partial])
-                self.__keep_last(partial)
-            self.__in_buf = self.__in_buf[self.__in_pos :]  # keep only the partial terminator
-            self.__in_pos = 0
-            return
+                if partial != size:
+                    self.collect_incoming_data(buf[pos : len(buf) - partial])
+                    self.__keep_last(partial)
+                self.__in_buf = self.__in_buf[self.__in_pos :]  # keep only the partial terminator
+                self.__in_pos = 0
+                return
+        finally:
+            if coalescing:
+                self.__send_held()
 
     def __collect_all(self) -> None:
         # The argument is the very object ``ac_in_buffer`` reads as during the call.
@@ -311,7 +308,8 @@ class async_chat(asyncore.dispatcher):
         try:
             self.initiate_send()
         finally:
-            interest_changed(self)
+            if dispatching.handling is not self or not dispatching.sole:  # interest_changed()'s test, inline
+                interest_changed(self)
 
     def push_with_producer(self, producer: _Pushable) -> None:
         """Queue an object whose ``more()`` returns data until it returns ``b''``."""
@@ -326,7 +324,7 @@ class async_chat(asyncore.dispatcher):
         return True
 
     def writable(self) -> bool:
-        return bool(self.producer_fifo) or not self.connected
+        return True if self.producer_fifo else not self.connected
 
     def close_when_done(self) -> None:
         """Close the channel once everything queued so far has been sent."""
@@ -489,7 +487,8 @@ class simple_producer:
         return rest
 
 
-_scan.declare_stock(readable=async_chat.readable, writable=async_chat.writable)
+# The scan reads producer_fifo and connected as writable() does, instead of calling it.
+_scan.declare_stock(readable=async_chat.readable, writable=async_chat.writable, writable_unless_empty="producer_fifo")
 
 
 def _stock_senders(cls: type) -> bool:

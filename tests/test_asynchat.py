@@ -858,6 +858,23 @@ def test_output_apis_report_interest_changes(monkeypatch: pytest.MonkeyPatch) ->
     assert len(calls) == 4
 
 
+@pytest.mark.loop_free
+@pytest.mark.parametrize(("queued", "connected"), list(itertools.product([False, True], repeat=2)))
+def test_writable_is_what_the_scan_reads(queued: bool, connected: bool) -> None:
+    """Incremental scans do not call a stock async_chat's writable(): they read what its
+    declaration to the scan names (``declare_stock(writable_unless_empty=...)``).  The
+    method and the declaration must give the same answer in every state."""
+    from asyncore_on_asyncio import _scan
+
+    chat = asynchat.async_chat()
+    if queued:
+        chat.producer_fifo.append(b"x")
+    chat.connected = connected
+    queue = _scan._queue_of(chat)
+    assert queue == "producer_fifo"
+    assert chat.writable() is bool(getattr(chat, queue) or not chat.connected) is (queued or not connected)
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -915,6 +932,32 @@ def test_line_server_over_loopback() -> None:
         assert server.lines == [b"hello", b"world", b"", b"QUIT"]
         client.settimeout(5.0)
         assert client.recv(10) == b""  # closed once everything was sent
+    finally:
+        asyncore.close_all(socket_map)
+        client.close()
+
+
+def test_output_queued_by_a_handler_without_push_is_sent() -> None:
+    """A handler may append to ``producer_fifo`` itself and leave the sending to the loop
+    (3.11 code did): the cycle after the dispatch asks the channel again, sees the queue,
+    and ``handle_write()`` sends it in that cycle (``timeout=0`` cycles: no full scan)."""
+    socket_map: dict[int, Any] = {}
+    client, server_sock = socketpair()
+
+    def queue_reversed(chat: LineChat, line: bytes) -> None:
+        chat.producer_fifo.append(line[::-1] + b"\r\n")
+
+    try:
+        server = LineChat(server_sock, socket_map, queue_reversed)
+        for word in (b"abc", b"hello", b"xy"):
+            client.sendall(word + b"\r\n")
+            wait_readable(server_sock)
+            asyncore.loop(timeout=0, map=socket_map, count=1)
+            assert list(server.producer_fifo) == [word[::-1] + b"\r\n"]  # queued, not sent
+            asyncore.loop(timeout=0, map=socket_map, count=1)
+            assert not server.producer_fifo
+            wait_readable(client)
+            assert client.recv(100) == word[::-1] + b"\r\n"
     finally:
         asyncore.close_all(socket_map)
         client.close()
