@@ -49,5 +49,5 @@ cdef class Scanner:
     @cython.locals(records=dict, source=SourceBase, entries=dict, queues=dict, write_bits=long, dirty=set, old=tuple,
                    rec=Record, fd=long, events=long, before=long, writes=bint)
     cdef bint _scan_changed(self) except -1
-    @cython.locals(records=dict, stamp="long long", rec=Record, regs=list)
+    @cython.locals(records=dict, stamp="long long", rec=Record, regs=list, by_fd=dict, entries=dict, keys=list)
     cpdef batch(self, dict ready)

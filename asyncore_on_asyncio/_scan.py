@@ -427,8 +427,9 @@ class Scanner:
         """
         if self._incremental:
             by_fd = self._by_fd
-            keys = [by_fd[fd] for fd in ready if fd in by_fd]
-            keys.sort(key=self._position.__getitem__)
+            keys = [key for fd in ready if (key := by_fd.get(fd)) is not None]
+            if len(keys) > 1:
+                keys.sort(key=self._position.__getitem__)
             self._dirty.update(keys)
             entries = self._entries
             return [entries[key] for key in keys]

@@ -15,6 +15,9 @@ no count depends on the clock (valgrind runs 50x slower than the clock they read
 * ``scan``: ``loop(0, count=1)`` over 1,000 idle dispatchers with their own ``writable()``.
 * ``step``: ``loop(0, count=1)`` over one idle ``async_chat`` (a host loop stepping asyncore);
   per call.  Ours gives the event loop no iteration here (``STEP_INTERVAL`` made endless).
+* ``churn``: connections accepted by a listener, 50 at a time, each served one line by an
+  ``async_chat`` that pushes it back and closes when done; per connection.  The clients
+  are blocking sockets in the same process: their work is counted in every row alike.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SIZES = {"bounce": (500, 1500), "echo": (1000, 3000), "scan": (20, 60), "step": (2000, 6000)}
+SIZES = {"bounce": (500, 1500), "echo": (1000, 3000), "scan": (20, 60), "step": (2000, 6000), "churn": (200, 600)}
 
 
 def _modules(variant: str) -> tuple[Any, Any, bool]:
@@ -134,7 +137,47 @@ def _step(asyncore: Any, asynchat: Any, use_poll: bool, n: int) -> None:
     theirs.close()
 
 
-WORKLOADS = {"bounce": _bounce, "echo": _echo, "scan": _scan, "step": _step}
+def _churn(asyncore: Any, asynchat: Any, use_poll: bool, n: int) -> None:
+    class Echo(asynchat.async_chat):  # type: ignore[misc]
+        def __init__(self, sock: socket.socket, map: dict[int, Any]) -> None:
+            super().__init__(sock, map)
+            self.set_terminator(b"\n")
+            self.line = b""
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            self.line += data
+
+        def found_terminator(self) -> None:
+            served[0] += 1
+            self.push(self.line + b"\n")
+            self.close_when_done()
+
+    class Listener(asyncore.dispatcher):  # type: ignore[misc]
+        def handle_accept(self) -> None:
+            while (pair := self.accept()) is not None:
+                Echo(pair[0], self._map)
+
+    map: dict[int, Any] = {}
+    served = [0]
+    server = Listener(map=map)
+    server.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1024)
+    address = server.socket.getsockname()
+    for _ in range(n // 50):
+        clients = [socket.create_connection(address) for _ in range(50)]
+        for client in clients:
+            client.sendall(b"x" * 63 + b"\n")
+        goal = served[0] + 50
+        while served[0] < goal or len(map) > 1:
+            asyncore.loop(timeout=5.0, use_poll=use_poll, map=map, count=1)
+        for client in clients:
+            assert client.recv(100) == b"x" * 63 + b"\n"
+            client.close()
+    server.close()
+
+
+WORKLOADS = {"bounce": _bounce, "echo": _echo, "scan": _scan, "step": _step, "churn": _churn}
 
 
 def _count(variant: str, path: str, workload: str, n: int) -> int:
