@@ -10,6 +10,19 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 
+try:
+    import cython
+except ImportError:  # the pure engine, where Cython is not installed
+    from . import _cython_fallback as cython
+
+if cython.compiled:
+    from cython.cimports.cpython.method import (
+        PyMethod_Check,
+        PyMethod_GET_FUNCTION,
+        PyMethod_GET_SELF,
+    )
+    from cython.cimports.cpython.object import PyObject
+
 __all__ = ["PerClass", "replaced_on_instance"]
 
 
@@ -21,9 +34,16 @@ class PerClass:
         self._flags: dict[int, tuple[weakref.ref[type], bool]] = {}
 
     def __call__(self, cls: type) -> bool:
+        return self.of(cls)
+
+    def of(self, cls: type) -> bool:
+        """The flag of ``cls`` (computed at the first question)."""
         entry = self._flags.get(id(cls))
         if entry is not None and entry[0]() is cls:
             return entry[1]
+        return self._learn(cls)
+
+    def _learn(self, cls: type) -> bool:
         flag = self._compute(cls)
         key = id(cls)
         flags = self._flags
@@ -48,6 +68,11 @@ def replaced_on_instance(obj: object, name: str) -> bool:
         value = getattr(obj, name)
     except AttributeError:
         return False
+    if cython.compiled and PyMethod_Check(value):  # the bound method's fields, read in C
+        if PyMethod_GET_SELF(value) is not cython.cast(cython.pointer(PyObject), obj):
+            return True
+        on_class = getattr(type(obj), name, None)
+        return PyMethod_GET_FUNCTION(value) is not cython.cast(cython.pointer(PyObject), on_class)
     return getattr(value, "__self__", None) is not obj or getattr(value, "__func__", None) is not getattr(
         type(obj), name, None
     )

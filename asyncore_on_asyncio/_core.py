@@ -24,6 +24,7 @@ __all__ = ["COMPILED_MODULES", "NO_EXTENSIONS_ENV_VAR", "core_in_use", "load_sou
 NO_EXTENSIONS_ENV_VAR: Final = "ASYNCORE_ON_ASYNCIO_NO_EXTENSIONS"
 
 COMPILED_MODULES: Final = (
+    "asyncore_on_asyncio._classflags",
     "asyncore_on_asyncio._driver",
     "asyncore_on_asyncio._readiness",
     "asyncore_on_asyncio._readiness.epoll",

@@ -3,12 +3,20 @@ import cython
 
 from cpython.object cimport PyObject
 
+from asyncore_on_asyncio._classflags cimport PerClass, replaced_on_instance
 from asyncore_on_asyncio._readiness cimport Record, SourceBase
 
 # Module constants and functions the scan uses every cycle, as C globals (no dict lookup).
 cdef long INVALID, PRIORITY, WATCHED, WRITE, READ_ONLY
 cdef Py_ssize_t _BLOCK
-cdef object wanted, wanted_by_all
+cdef object wanted_by_all
+cdef PerClass _has_stock_predicates, _class_observes_urgent
+
+cpdef bint _known(obj) except -1
+cpdef bint _observes_urgent(obj) except -1
+cpdef object _queue_of(obj)
+@cython.locals(writes=bint)
+cdef long _wanted_by_stock(obj, queue, long write_bits) except? -1
 
 
 @cython.locals(found="PyObject *")
@@ -43,11 +51,14 @@ cdef class Scanner:
     cdef bint _holds_previous_entries(self) except -1
     @cython.locals(rec=Record)
     cdef _apply_change(self, Py_ssize_t index, long events)
+    cdef Record _sync(self, long fd, obj, Record rec, long events)
+    @cython.locals(records=dict, old=tuple, rec=Record, events=long)
+    cdef bint _rescan_entry(self, key, obj) except -1
     @cython.locals(records=dict, source=SourceBase, stamp="long long", dirty=set, index=Py_ssize_t,
                    count=Py_ssize_t, all_known=bint, int_keys=bint, rec=Record, events=long)
     cpdef _apply_scan(self, list keys, list objs, list wanted, bint verify)
     @cython.locals(records=dict, source=SourceBase, entries=dict, queues=dict, write_bits=long, dirty=set, old=tuple,
-                   rec=Record, fd=long, events=long, before=long, writes=bint)
+                   rec=Record, fd=long, events=long, before=long)
     cdef bint _scan_changed(self) except -1
     @cython.locals(records=dict, stamp="long long", rec=Record, regs=list, by_fd=dict, entries=dict, keys=list)
     cpdef batch(self, dict ready)

@@ -28,7 +28,7 @@ except ImportError:  # the pure engine, where Cython is not installed
     from . import _cython_fallback as cython
 
 from ._classflags import PerClass, replaced_on_instance
-from ._predicates import READ_ONLY, wanted, wanted_by_all
+from ._predicates import READ_ONLY, wanted_by_all
 from ._readiness import INVALID, PRIORITY, WATCHED, WRITE, Owner, Record, SourceBase
 
 if cython.compiled:
@@ -86,6 +86,14 @@ def _queue_of(obj: Any) -> str | None:
     return _stock_writable.get(type(obj).writable)
 
 
+def _wanted_by_stock(obj: Any, queue: str | None, write_bits: int) -> int:
+    """:func:`._predicates.wanted` of an object with stock predicates (:func:`_known`), given
+    its :func:`_queue_of`: ``readable()`` is true, ``writable()`` is called unless a queue
+    defines it."""
+    writes = obj.writable() if queue is None else getattr(obj, queue) or not obj.connected
+    return READ_ONLY | (write_bits if writes and not obj.accepting else 0)
+
+
 def fd_of_key(key: Any) -> int | None:
     """The fd of a map key that is not an int; TypeError (select()'s and poll()'s error in
     3.11) for a key with no ``fileno()``, such as the ``None`` that del_channel() followed
@@ -118,7 +126,7 @@ _has_stock_predicates = PerClass(
 
 def _known(obj: Any) -> bool:
     """Are ``obj``'s predicates stock ones, on its class and not replaced on the instance?"""
-    if not _has_stock_predicates(type(obj)):
+    if not _has_stock_predicates.of(type(obj)):
         return False
     return not (replaced_on_instance(obj, "readable") or replaced_on_instance(obj, "writable"))
 
@@ -137,10 +145,11 @@ def _observes_urgent(obj: Any) -> bool:
     its fd is not watched for it (urgent data that arrives with other events is
     still dispatched).  Decided when the record is made.
     """
-    if _class_observes_urgent(type(obj)):
+    if _class_observes_urgent.of(type(obj)):
         return True
-    if any(replaced_on_instance(obj, name) for name in _quiet_urgent):
-        return True
+    for name in _quiet_urgent:
+        if replaced_on_instance(obj, name):
+            return True
     try:
         return "warning" not in getattr(obj, "ignore_log_types", ())
     except TypeError:
@@ -363,12 +372,8 @@ class Scanner:
             old = entries.get(key)
             if old is not None and obj is old[2]:
                 # The common case: a dispatcher that just ran, or was pushed to, asks again
-                # (wanted(), inline), and most often wants what it wanted.  Its predicates are
-                # stock ones (declare_stock()): readable() is true, and writable() is called
-                # unless it is defined by a queue.
-                queue = queues.get(key)
-                writes = obj.writable() if queue is None else getattr(obj, queue) or not obj.connected
-                events = READ_ONLY | (write_bits if writes and not obj.accepting else 0)
+                # and most often wants what it wanted.
+                events = _wanted_by_stock(obj, queues.get(key), write_bits)
                 fd = old[1]
                 before = old[3]
                 rec = records.get(fd)
@@ -403,7 +408,8 @@ class Scanner:
         if key not in self._position:
             self._position[key] = self._next_position
             self._next_position += 1
-        events = wanted(obj, self.write_bits)
+        queue = _queue_of(obj)
+        events = _wanted_by_stock(obj, queue, self.write_bits)
         rec = records.get(fd)
         if not events:
             if rec is not None and rec.obj is obj:
@@ -412,7 +418,6 @@ class Scanner:
         rec = self._sync(fd, obj, rec, events)
         self._entries[key] = (key, fd, obj, rec.events)
         self._by_fd[fd] = key
-        queue = _queue_of(obj)
         if queue is not None:
             self._queues[key] = queue
         return True

@@ -29,6 +29,8 @@ cdef class SourceBase:
     cdef public unsigned long long polls
     cdef public unsigned long long writer_polls
 
+    @cython.locals(old=Record, rec=Record)
+    cpdef Record register(self, owner, long fd, obj, sock, long events, bint urgent)
     @cython.locals(fd=long)
     cpdef update(self, Record rec, long events)
     @cython.locals(fd=long)
