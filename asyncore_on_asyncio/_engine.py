@@ -102,9 +102,11 @@ class Engine:
     def remove(self, fd: int, obj: object) -> None:
         """In the loop's thread: unregister ``fd`` if it is registered for ``obj``."""
         source = self._source
-        rec = None if source is None else source.record(fd)
+        if source is None:
+            return
+        rec = source.record(fd)
         if rec is not None and rec.obj is obj:
-            self.source.remove(rec)
+            source.remove(rec)
 
     def apply_change(self, map_id: int, key: Any, forget: int | None, obj: object) -> None:
         """In the loop's thread: forget fd ``forget`` if it is ``obj``'s; the map's ``key`` changed."""

@@ -17,6 +17,10 @@ __all__ = ["dispatcher_connected", "dispatcher_removed", "wait_closed", "wait_co
 _connected_waiters: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]] = weakref.WeakKeyDictionary()
 _closed_waiters: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]] = weakref.WeakKeyDictionary()
 
+used = False
+"""Has any coroutine waited here?  Until one has, :mod:`.asyncore` reports nothing (the
+reports cost a call per connection and per close)."""
+
 
 def _wake(table: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]], obj: Any) -> None:
     if not table:
@@ -51,7 +55,9 @@ def _fail_not_connected(waiter: asyncio.Future[None], obj: Any) -> None:
 
 
 async def _wait(table: weakref.WeakKeyDictionary[Any, list[asyncio.Future[None]]], obj: Any) -> None:
+    global used
     waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    used = True
     table.setdefault(obj, []).append(waiter)
     await waiter
 

@@ -217,7 +217,8 @@ class dispatcher:
         # Unregister with the cached fd, before anyone closes it.
         _engine.map_changed(map, fd, self, closing=True)
         self._fileno = None
-        _waiters.dispatcher_removed(self)
+        if _waiters.used:
+            _waiters.dispatcher_removed(self)
         if _engine.channel_hook is not None:
             _engine.channel_hook(self, False)
 
@@ -353,7 +354,8 @@ class dispatcher:
         self.handle_connect()
         self.connected = True
         self.connecting = False
-        _waiters.dispatcher_connected(self)
+        if _waiters.used:
+            _waiters.dispatcher_connected(self)
 
     def handle_write_event(self) -> None:
         if self.accepting:
