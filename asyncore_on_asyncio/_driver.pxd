@@ -45,7 +45,7 @@ cdef class Driver:
     cdef _dispatch_one(self, tuple entry, dict revents)
 
 
-cdef inline bint _holds(map, key, obj) except -1
+cdef bint _holds(map, key, obj) except -1
 
 @cython.locals(driver=Driver, forked=bint)
 cpdef run(map, timeout, bint use_poll, count)

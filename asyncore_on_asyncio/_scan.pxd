@@ -20,7 +20,7 @@ cdef long _wanted_by_stock(obj, queue, long write_bits) except? -1
 
 
 @cython.locals(found="PyObject *")
-cdef inline object _get(map, key)
+cdef object _get(map, key)
 
 
 cdef class Scanner:

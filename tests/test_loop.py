@@ -387,10 +387,16 @@ def _wait_readable(sock: socket.socket) -> None:
     select.select([sock], [], [], 5)
 
 
-def test_predicate_replaced_on_the_instance_is_asked_every_cycle(idle_pair: Any) -> None:
+@pytest.mark.parametrize("name", ["readable", "writable"])
+@pytest.mark.parametrize("replacement", ["function", "method of another object", "method bound to it"])
+def test_predicate_replaced_on_the_instance_is_asked_every_cycle(idle_pair: Any, name: str, replacement: str) -> None:
     """Dispatchers with the stock predicates are scanned incrementally, unless an instance
-    carries its own readable()/writable(): then, as in 3.11, they are asked every cycle,
-    also while another dispatcher keeps every cycle busy."""
+    carries its own readable()/writable(): then, as in 3.11, it is asked every cycle,
+    also while another dispatcher keeps every cycle busy.  The replacement may be a plain
+    function, a bound method of another object, or another function bound to the object;
+    the other predicate stays the stock one."""
+    import types
+
     m: dict[int, Any] = {}
     busy_a, busy_b = socketpair()
 
@@ -404,13 +410,22 @@ def test_predicate_replaced_on_the_instance_is_asked_every_cycle(idle_pair: Any)
     Busy(busy_a, map=m)
     quiet = asyncore.dispatcher(idle_pair[0], map=m)
     calls: list[int] = []
+    answer = name == "readable"  # an idle writer would not be idle
 
-    def readable() -> bool:
+    def predicate_of(obj: Any) -> bool:
         calls.append(1)
-        return True
+        return answer
 
-    quiet.readable = readable  # type: ignore[method-assign]
-    quiet.writable = lambda: False  # type: ignore[method-assign]
+    class Other:
+        def predicate(self) -> bool:
+            return predicate_of(None)
+
+    if replacement == "function":
+        setattr(quiet, name, lambda: predicate_of(quiet))
+    elif replacement == "method of another object":
+        setattr(quiet, name, Other().predicate)
+    else:
+        setattr(quiet, name, types.MethodType(predicate_of, quiet))
     for _ in range(5):
         busy_b.send(b"x")
         _wait_readable(busy_a)
