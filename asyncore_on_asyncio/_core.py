@@ -25,6 +25,7 @@ NO_EXTENSIONS_ENV_VAR: Final = "ASYNCORE_ON_ASYNCIO_NO_EXTENSIONS"
 
 COMPILED_MODULES: Final = (
     "asyncore_on_asyncio._classflags",
+    "asyncore_on_asyncio._dispatch",
     "asyncore_on_asyncio._driver",
     "asyncore_on_asyncio._readiness",
     "asyncore_on_asyncio._readiness.epoll",

@@ -9,15 +9,17 @@ from inside a handler.
 
 The four handler functions are a parameter (:class:`Handlers`, default
 :data:`STOCK`, ``_handlers``' own): the report (:mod:`._report`) passes timed
-twins of them, and the order stays this module's alone.
+twins of them, and the order stays this module's alone.  Compiled, this module sorts
+the events into sets in C; the calls themselves are made by ``_handlers.call_each``,
+interpreted (see there why).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple
 
-from ._handlers import _exception, read, readwrite, write
+from ._handlers import Handling, _exception, call_each, call_each_polled, read, readwrite, write
 from ._predicates import wanted
 from ._readiness import (
     POLL_REQUEST,
@@ -35,12 +37,6 @@ from ._readiness.pollster import new_pollster
 from ._scan import Batch, fd_of_key
 
 __all__ = ["SELECT_READ", "SELECT_WRITE", "STOCK", "DispatchBatch", "Handlers", "Handling", "dispatch_batch", "run_nested"]
-
-
-class Handling(Protocol):
-    handling: object
-    """The object whose handler runs now (set here, for the caller's notifications)."""
-
 
 class Handlers(NamedTuple):
     """What a dispatch calls for each kind of event (``_handlers``' contract)."""
@@ -90,55 +86,45 @@ def _dispatch_poll(
     revents: dict[int, int],
     readwrite: Callable[[Any, int], None],
 ) -> None:
-    get = map.get
-    flags_of = revents.get
+    polled = []
     for key, fd, obj, _ in batch:
-        flags = flags_of(fd, 0)
-        if flags and get(key) is obj:
-            holder.handling = obj
-            readwrite(obj, flags)
+        flags = revents.get(fd, 0)
+        if flags:
+            polled.append((key, obj, flags))
+    call_each_polled(holder, map, polled, readwrite)
 
 
 def _dispatch_select(
     holder: Handling, map: dict[Any, Any], batch: Batch, revents: dict[int, int], handlers: Handlers
 ) -> None:
-    get = map.get
     read, write, exception, readwrite = handlers
-    flags_of = revents.get
+    select_read, select_write = SELECT_READ, SELECT_WRITE
     reads = []
     writes = []
     exceptional = []
     invalid = []
     for key, fd, obj, events in batch:
-        flags = flags_of(fd, 0)
+        flags = revents.get(fd, 0)
         if not flags:
             continue
         if flags & POLLNVAL:
             invalid.append((key, obj))
             continue
-        if events & READ and flags & SELECT_READ:
+        if events & READ and flags & select_read:
             reads.append((key, obj))
-        if events & WRITE and flags & SELECT_WRITE:
+        if events & WRITE and flags & select_write:
             writes.append((key, obj))
         if events & PRIORITY and flags & POLLPRI:
             exceptional.append((key, obj))
-    for key, obj in reads:
-        if get(key) is obj:
-            holder.handling = obj
-            read(obj)
-    for key, obj in writes:
-        if get(key) is obj:
-            holder.handling = obj
-            write(obj)
-    for key, obj in exceptional:
-        if get(key) is obj:
-            holder.handling = obj
-            exception(obj)
-    for key, obj in invalid:
-        if get(key) is obj:
-            # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
-            holder.handling = obj
-            readwrite(obj, POLLNVAL)
+    if reads:
+        call_each(holder, map, reads, read)
+    if writes:
+        call_each(holder, map, writes, write)
+    if exceptional:
+        call_each(holder, map, exceptional, exception)
+    if invalid:
+        # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
+        call_each_polled(holder, map, [(key, obj, POLLNVAL) for key, obj in invalid], readwrite)
 
 
 class _Nested:

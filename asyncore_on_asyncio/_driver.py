@@ -45,9 +45,10 @@ hence :meth:`Driver._step` and :meth:`Driver.cycles`.  A cycle scans
 ``epoll_wait()`` into a kept buffer, each reported fd checked by ``_take``, the
 optimistic writers by ``_collect_writers``), orders the ready entries in map order
 (:meth:`._scan.Scanner.batch`) and dispatches them: a batch of one object in
-:meth:`Driver._dispatch_one`, others in :func:`._dispatch.dispatch_batch`; either calls
-:func:`._handlers.read`, which calls the dispatcher's ``handle_read_event()`` and so its
-``handle_read()``.  A run in the caller's frame (``loop()`` finding work at once) enters
+:meth:`Driver._dispatch_one`, others in :func:`._dispatch.dispatch_batch`, which sorts
+them into select()'s sets and has :func:`._handlers.call_each` call each set's handler;
+either way :func:`._handlers.read` calls the dispatcher's ``handle_read_event()`` and so
+its ``handle_read()``.  A run in the caller's frame (``loop()`` finding work at once) enters
 at :meth:`Driver.cycles` directly.  The fallback source (:mod:`._readiness.loop_fds`)
 differs only at the start: the loop calls its per-fd reader, ``_hint``, which calls the
 owner's :meth:`Driver.readiness`.
