@@ -214,10 +214,9 @@ class async_chat(asyncore.dispatcher):
             return
         if isinstance(data, str) and self.use_encoding:
             data = data.encode(self.encoding)
-        # bytes + str raises TypeError here, as in 3.11.
-        pos = self.__in_pos
+        # bytes + str raises TypeError here, as in 3.11.  (An empty buffer has offset 0.)
         buf = self.__in_buf
-        self.__in_buf = buf[pos:] + data if pos < len(buf) else b"" + data
+        self.__in_buf = buf[self.__in_pos :] + data if buf else b"" + data
         self.__in_pos = 0
         coalescing = self.coalesce_pushes and self.__held < 0 and _sends_like_3_11(self)
         if coalescing:
@@ -262,6 +261,11 @@ class async_chat(asyncore.dispatcher):
                     else:
                         self.__advance(end - pos)
                     self.found_terminator()
+                    if end == len(buf) and self.__in_buf is buf and self.__in_pos == end:
+                        # The chunk ended with this terminator and the callbacks left it: done.
+                        self.__in_buf = b""
+                        self.__in_pos = 0
+                        return
                     continue
                 partial = _partial_terminator_at_end(buf, pos, term)
                 if not partial:

@@ -332,6 +332,22 @@ def test_ac_in_buffer_assigned_inside_callbacks() -> None:
 
 
 @pytest.mark.loop_free
+def test_the_same_chunk_assigned_back_is_split_again() -> None:
+    """A found_terminator() that assigns ``ac_in_buffer`` the very bytes object it was read
+    from makes 3.11 split it again: the chunk is not taken for consumed because it is the
+    same object as before (the callbacks do not look at the buffer otherwise)."""
+
+    def give_back(chat: Any, event: str, index: int) -> None:
+        if index == 0:
+            chat.saved = chat.ac_in_buffer  # the whole chunk: nothing consumed yet
+        elif index == 1:
+            chat.ac_in_buffer = chat.saved
+
+    trace = same_reads([b"one\n"], b"\n", give_back, observe=False)
+    assert found_messages(trace) == [b"one", b"one"]
+
+
+@pytest.mark.loop_free
 def test_ac_in_buffer_reads_as_bytes_everywhere() -> None:
     chat = reader_class(asynchat)([b"abc\nde\nf"])
     chat.set_terminator(b"\n")
