@@ -74,6 +74,7 @@ from typing import Any, AnyStr, Protocol
 from . import _scan, asyncore
 from ._classflags import PerClass, replaced_on_instance
 from ._engine import dispatching, interest_changed
+from .asyncore import _flush_before_close
 
 COALESCE_ENV_VAR = "ASYNCORE_ON_ASYNCIO_COALESCE_PUSHES"
 
@@ -223,7 +224,7 @@ class async_chat(asyncore.dispatcher):
             self.__held = 0
             # dispatcher.close() sends them first, also when called directly as
             # asyncore.dispatcher.close(self), as 3.11-era subclasses do.
-            asyncore._flush_before_close[id(self)] = self.__send_held
+            _flush_before_close[id(self)] = self.__send_held
         try:
             while True:
                 buf = self.__in_buf
@@ -304,8 +305,8 @@ class async_chat(asyncore.dispatcher):
             fifo.extend(data[i : i + step] for i in range(0, len(data), step))
         else:
             fifo.append(data)
-        held = self.__held
-        if held >= 0:
+        # A read is being split while coalescing (its __send_held() is registered there).
+        if _flush_before_close and (held := self.__held) >= 0:
             self.__held = held + 1
             if held:
                 return  # sent by __send_held(); the first push of a read goes out now
@@ -408,7 +409,7 @@ class async_chat(asyncore.dispatcher):
         """
         held = self.__held
         self.__held = -1
-        asyncore._flush_before_close.pop(id(self), None)
+        _flush_before_close.pop(id(self), None)
         if held < 2:
             return
         budget = held - 1  # the first push was sent when it was made
