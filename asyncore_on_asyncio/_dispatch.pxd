@@ -9,5 +9,5 @@ cdef object call_each, call_each_polled
 @cython.locals(polled=list, fd=long, flags=long)
 cdef _dispatch_poll(holder, map, list batch, dict revents, readwrite)
 @cython.locals(select_read=long, select_write=long, reads=list, writes=list, exceptional=list, invalid=list,
-               fd=long, flags=long, events=long)
+               entry=tuple, fd=long, flags=long, events=long)
 cdef _dispatch_select(holder, map, list batch, dict revents, handlers)

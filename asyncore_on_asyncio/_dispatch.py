@@ -103,19 +103,20 @@ def _dispatch_select(
     writes = []
     exceptional = []
     invalid = []
-    for key, fd, obj, events in batch:
+    for entry in batch:  # (the entries themselves go into the sets: no tuple per event)
+        _, fd, _, events = entry
         flags = revents.get(fd, 0)
         if not flags:
             continue
         if flags & POLLNVAL:
-            invalid.append((key, obj))
+            invalid.append(entry)
             continue
         if events & READ and flags & select_read:
-            reads.append((key, obj))
+            reads.append(entry)
         if events & WRITE and flags & select_write:
-            writes.append((key, obj))
+            writes.append(entry)
         if events & PRIORITY and flags & POLLPRI:
-            exceptional.append((key, obj))
+            exceptional.append(entry)
     if reads:
         call_each(holder, map, reads, read)
     if writes:
@@ -124,7 +125,7 @@ def _dispatch_select(
         call_each(holder, map, exceptional, exception)
     if invalid:
         # select() would fail with EBADF; this is what poll() reports (POLLNVAL).
-        call_each_polled(holder, map, [(key, obj, POLLNVAL) for key, obj in invalid], readwrite)
+        call_each_polled(holder, map, [(key, obj, POLLNVAL) for key, _, obj, _ in invalid], readwrite)
 
 
 class _Nested:

@@ -124,15 +124,18 @@ class Handling(Protocol):
     """The object whose handler runs now (set here, for the caller's notifications)."""
 
 
-def call_each(holder: Handling, map: dict[Any, Any], pairs: list[tuple[Any, Any]], handler: Callable[[Any], None]) -> None:
-    """``handler(obj)`` for each ``(key, obj)`` of ``pairs`` while ``map`` still holds ``obj``
-    under ``key`` (an earlier handler may have closed it), naming it in ``holder.handling``.
+def call_each(
+    holder: Handling, map: dict[Any, Any], entries: list[tuple[Any, int, Any, int]], handler: Callable[[Any], None]
+) -> None:
+    """``handler(obj)`` for each ``(key, fd, obj, events)`` of ``entries`` while ``map`` still
+    holds ``obj`` under ``key`` (an earlier handler may have closed it), naming it in
+    ``holder.handling``.
 
     Interpreted on purpose, like :mod:`._predicates`: a handler called from here is a Python
     to Python call, which costs CPython 3.12+ less than one made from compiled code.
     """
     get = map.get
-    for key, obj in pairs:
+    for key, _, obj, _ in entries:
         if get(key) is obj:
             holder.handling = obj
             handler(obj)
