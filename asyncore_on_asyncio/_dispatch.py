@@ -38,6 +38,7 @@ from ._scan import Batch, fd_of_key
 
 __all__ = ["SELECT_READ", "SELECT_WRITE", "STOCK", "DispatchBatch", "Handlers", "Handling", "dispatch_batch", "run_nested"]
 
+
 class Handlers(NamedTuple):
     """What a dispatch calls for each kind of event (``_handlers``' contract)."""
 

@@ -9,6 +9,10 @@ anything ``handle_error`` itself raises propagate.
 
 :data:`error_hook`, ``None`` unless the report (:mod:`._report`) is on, is called
 with the object just before its ``handle_error()``, the exception still set.
+
+:func:`call_each` and :func:`call_each_polled` make one cycle's calls in the order the
+compiled dispatch (:mod:`._dispatch`) decided; they stay interpreted so that the handlers
+are called from Python.
 """
 
 from __future__ import annotations
