@@ -47,5 +47,7 @@ cdef class Driver:
 
 cdef bint _holds(map, key, obj) except -1
 
-@cython.locals(driver=Driver, forked=bint)
+cdef object _id_of(map)
+
+@cython.locals(driver=Driver, forked=bint, drivers=dict)
 cpdef run(map, timeout, bint use_poll, count)

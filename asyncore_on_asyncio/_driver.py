@@ -94,6 +94,7 @@ from ._scan import BatchEntry, Scanner
 
 if cython.compiled:
     from cython.cimports.cpython.dict import PyDict_GetItemWithError
+    from cython.cimports.cpython.long import PyLong_FromVoidPtr
     from cython.cimports.cpython.object import PyObject
 
 __all__ = ["BURST_SECONDS", "STEP_INTERVAL", "Instruments", "instruments", "run", "serve"]
@@ -373,6 +374,14 @@ def _holds(map: dict[Any, Any], key: Any, obj: object) -> bool:
     return map.get(key) is obj
 
 
+def _id_of(map: object) -> int:
+    """``id(map)`` (compiled, without calling the builtin: ``run()`` asks it at every call)."""
+    if cython.compiled:
+        address: int = PyLong_FromVoidPtr(cython.cast(cython.p_void, map))  # what id() returns
+        return address
+    return id(map)
+
+
 def _driver_for(engine: Engine, map: dict[Any, Any]) -> Driver:
     driver = engine.drivers.get(id(map))
     if isinstance(driver, Driver) and driver.map is map:
@@ -408,7 +417,8 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
             "use 'await asyncore_on_asyncio.serve(map)' there instead"
         )
     engine = thread_engine()  # made in this thread: its thread_id is ours
-    found = engine.drivers.get(id(map))
+    drivers = engine.drivers
+    found = drivers.get(_id_of(map))
     driver = found if type(found) is Driver and found.map is map else _driver_for(engine, map)
     driver.begin(timeout, use_poll, count)
     forked = False
