@@ -9,11 +9,12 @@ from asyncore_on_asyncio._scan cimport Scanner
 
 # Module constants and functions every cycle uses, as C globals (no dict lookup).
 cdef long POLLNVAL, POLLPRI, PRIORITY, READ, WRITE, SELECT_READ, SELECT_WRITE, _DONE, _WAIT, _YIELD
-cdef object dispatching, read, write, _exception, readwrite, monotonic, _set_running_loop, _get_running_loop
+cdef object thread_loops, dispatching, read, write, _exception, readwrite, monotonic, _set_running_loop, _get_running_loop
 
 
 cdef class Driver:
     cdef public object engine
+    cdef public object loop
     cdef public object map
     cdef public dict records
     cdef public bint in_cycle
@@ -48,6 +49,8 @@ cdef class Driver:
 cdef bint _holds(map, key, obj) except -1
 
 cdef object _id_of(map)
+
+cdef object _this_threads_engine()
 
 @cython.locals(driver=Driver, forked=bint, drivers=dict)
 cpdef run(map, timeout, bint use_poll, count)

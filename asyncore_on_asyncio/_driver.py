@@ -86,6 +86,7 @@ from ._engine import (
     forget_engine,
     thread_engine,
     thread_engine_or_none,
+    thread_loops,
 )
 from ._fork import Forked
 from ._handlers import _exception, read, readwrite, write
@@ -135,6 +136,7 @@ class Driver:
 
     def __init__(self, engine: Engine, map: dict[Any, Any]) -> None:
         self.engine = engine
+        self.loop = engine.loop
         self.map = map
         self.records: dict[int, Record] = {}
         self.in_cycle = False
@@ -168,7 +170,7 @@ class Driver:
     def wake(self) -> None:
         """Run the next step soon (coalesced), from the event loop."""
         if self.waiting and self._step_handle is None:
-            self._step_handle = self.engine.loop.call_soon(self._step)
+            self._step_handle = self.loop.call_soon(self._step)
 
     def parked(self, fd: int) -> None:
         self.scanner.parked(fd)
@@ -348,7 +350,7 @@ class Driver:
 
     def _set_timer(self, due: float) -> None:
         self._timer_due = due
-        self._timer = self.engine.loop.call_later(max(0.0, due - monotonic()), self._on_timer)
+        self._timer = self.loop.call_later(max(0.0, due - monotonic()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -416,7 +418,7 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
             "asyncore.loop()/poll() cannot block inside a running asyncio event loop; "
             "use 'await asyncore_on_asyncio.serve(map)' there instead"
         )
-    engine = thread_engine()  # made in this thread: its thread_id is ours
+    engine = _this_threads_engine()  # made in this thread: its thread_id is ours
     drivers = engine.drivers
     found = drivers.get(_id_of(map))
     driver = found if type(found) is Driver and found.map is map else _driver_for(engine, map)
@@ -427,7 +429,7 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
             # The cycles run in this frame, their handlers seeing the engine loop as the
             # running loop (as they do when cycles run inside it): get_running_loop() and
             # create_task() work there, and a nested loop() is recognised.
-            _set_running_loop(engine.loop)
+            _set_running_loop(driver.loop)
             try:
                 state = driver.cycles()
             finally:
@@ -449,6 +451,19 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
         run(map, timeout, use_poll, driver._count)  # the rest of the run (see _fork)
     elif not map:
         _retire(engine, driver)
+
+
+def _this_threads_engine() -> Engine:
+    """:func:`._engine.thread_engine`, with its common case (the loop made and still open)
+    answered here, in C when compiled: asyncio's own ``is_closed()`` is read as the flag
+    it returns instead of called."""
+    holder = getattr(thread_loops, "holder", None)
+    if holder is not None:
+        loop: Any = holder.loop
+        if not (loop._closed if holder.closed_is_a_flag else loop.is_closed()):
+            engine: Engine = holder.engine
+            return engine
+    return thread_engine()
 
 
 def _wait_in_loop(engine: Engine, driver: Driver) -> None:

@@ -272,8 +272,13 @@ def uvloop_factory() -> LoopFactory:
 class _ThreadLoop:
     """Owns one thread's engine loop; closes it when the thread's storage is freed."""
 
+    __slots__ = ("closed_is_a_flag", "engine", "loop")
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.loop = engine.loop
+        self.closed_is_a_flag = type(self.loop).is_closed is asyncio.BaseEventLoop.is_closed
+        """The loop's ``is_closed()`` is asyncio's own, which returns ``loop._closed``."""
         engine.owns_loop = True
 
     def close(self) -> None:
@@ -292,7 +297,8 @@ class _ThreadLoop:
             pass
 
 
-_local = threading.local()
+thread_loops = threading.local()
+"""Per thread: ``holder``, the :class:`_ThreadLoop` of its engine loop once made."""
 
 
 def _quiet_new_loop(factory: LoopFactory) -> asyncio.AbstractEventLoop:
@@ -312,19 +318,19 @@ def _quiet_new_loop(factory: LoopFactory) -> asyncio.AbstractEventLoop:
 
 def thread_engine() -> Engine:
     """This thread's engine loop (made by the factory on first use) and its engine."""
-    holder: _ThreadLoop | None = getattr(_local, "holder", None)
+    holder: _ThreadLoop | None = getattr(thread_loops, "holder", None)
     if holder is None or holder.engine.loop.is_closed():
         factory = _factory if _factory is not None else factory_from_env()
         loop = _quiet_new_loop(factory)
         if not isinstance(loop, asyncio.AbstractEventLoop):
             raise TypeError(f"loop factory returned {loop!r}, not an asyncio event loop")
         holder = _ThreadLoop(engine_for(loop))
-        _local.holder = holder
+        thread_loops.holder = holder
     return holder.engine
 
 
 def thread_engine_or_none() -> Engine | None:
-    holder: _ThreadLoop | None = getattr(_local, "holder", None)
+    holder: _ThreadLoop | None = getattr(thread_loops, "holder", None)
     return None if holder is None else holder.engine
 
 
@@ -338,20 +344,20 @@ def get_event_loop() -> asyncio.AbstractEventLoop:
 
 def close_event_loop() -> None:
     """Close this thread's engine loop, dropping its registrations; ``loop()`` makes a new one."""
-    holder: _ThreadLoop | None = getattr(_local, "holder", None)
+    holder: _ThreadLoop | None = getattr(thread_loops, "holder", None)
     if holder is None:
         return
     if holder.engine.loop.is_running():
         raise RuntimeError("cannot close the engine loop while it is running")
-    del _local.holder
+    del thread_loops.holder
     holder.close()
 
 
 @atexit.register
 def _close_main_thread_loop() -> None:
-    holder: _ThreadLoop | None = getattr(_local, "holder", None)
+    holder: _ThreadLoop | None = getattr(thread_loops, "holder", None)
     if holder is not None and not holder.engine.loop.is_running():
-        del _local.holder
+        del thread_loops.holder
         holder.close()
 
 
@@ -359,9 +365,9 @@ def _after_fork_in_child() -> None:
     """Abandon every inherited engine; this thread's next ``loop()`` makes a fresh one."""
     global _engines_lock
     _engines_lock = threading.Lock()  # another thread may have held it at the fork
-    holder: _ThreadLoop | None = getattr(_local, "holder", None)
+    holder: _ThreadLoop | None = getattr(thread_loops, "holder", None)
     if holder is not None:
-        del _local.holder
+        del thread_loops.holder
         abandoned.append(holder)
     engines = list(_engines.values())
     _engines.clear()

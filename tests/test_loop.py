@@ -317,6 +317,71 @@ def test_close_event_loop_makes_a_new_one() -> None:
     assert second is not first and not second.is_closed()
 
 
+def test_a_loop_closed_by_the_program_is_replaced_at_the_next_call(idle_pair: Any) -> None:
+    """Closed directly (not through close_event_loop()), between two loop() calls: the
+    next call serves the map on a new loop, which its handlers see as the running one."""
+    m: dict[int, Any] = {}
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    class Reader(asyncore.dispatcher):
+        def writable(self) -> bool:
+            return False
+
+        def handle_read(self) -> None:
+            seen.append(asyncio.get_running_loop())
+            self.recv(100)
+
+    reader = Reader(idle_pair[0], map=m)
+    idle_pair[1].send(b"x")
+    asyncore.loop(timeout=5, map=m, count=1)
+    first = asyncore_on_asyncio.get_event_loop()
+    assert seen == [first]
+    first.close()
+    idle_pair[1].send(b"y")
+    asyncore.loop(timeout=5, map=m, count=1)
+    assert len(seen) == 2
+    assert seen[1] is not first and not seen[1].is_closed()
+    assert asyncore_on_asyncio.get_event_loop() is seen[1]
+    reader.close()
+
+
+def test_is_closed_is_asked_of_a_loop_that_overrides_it(loop_kind: str, idle_pair: Any) -> None:
+    """The engine reads asyncio's own ``is_closed()`` as its flag; one a loop class
+    overrides is called."""
+    base: Any = asyncio.SelectorEventLoop
+    if loop_kind == "uvloop":
+        import uvloop
+
+        base = uvloop.Loop
+
+    class Retiring(base):  # type: ignore[misc, valid-type]
+        retired = False
+
+        def is_closed(self) -> bool:
+            return self.retired or bool(super().is_closed())
+
+    class Asking(Counting):
+        def readable(self) -> bool:
+            seen.append(asyncio.get_running_loop())
+            return super().readable()
+
+    asyncore_on_asyncio.set_loop_factory(Retiring)
+    m: dict[int, Any] = {}
+    seen: list[asyncio.AbstractEventLoop] = []
+    reader = Asking(idle_pair[0], m)
+    asyncore.loop(timeout=0, map=m, count=1)
+    first = seen[0]
+    assert isinstance(first, Retiring)
+    first.retired = True
+    asyncore.loop(timeout=0, map=m, count=1)
+    assert len(seen) == 2
+    assert isinstance(seen[1], Retiring) and seen[1] is not first
+    assert asyncore_on_asyncio.get_event_loop() is seen[1]
+    first.retired = False
+    first.close()  # left open by the engine, which saw it as closed
+    reader.close()
+
+
 def test_env_var_chooses_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
     uvloop = pytest.importorskip("uvloop", reason="no uvloop here (Windows)")
 
