@@ -171,6 +171,9 @@ class Scanner:
         self._full_scan_needed = True
         self._next_full_scan = 0.0
         self._dirty: set[Any] = set()
+        """Keys changed through the API (or parked): asked again at the next scan."""
+        self._dispatched: list[Any] = []
+        """The keys of the latest incremental batch: asked again at the next scan too."""
         # Incremental scans (every object's predicates are stock): key -> entry, map order.
         self._incremental = False
         self._entries: dict[Any, tuple[Any, int, Any, int]] = {}
@@ -216,7 +219,7 @@ class Scanner:
         scans (user predicates: every cycle) ask every object in map order.
         """
         if self._incremental and not (self._full_scan_needed or now >= self._next_full_scan):
-            if not self._dirty and len(self._position) == len(self.map):
+            if not self._dirty and not self._dispatched and len(self._position) == len(self.map):
                 return  # nothing changed: the common case of a host loop stepping an idle map
             if self._scan_changed():
                 return
@@ -345,6 +348,7 @@ class Scanner:
                 self.source.remove(rec)
         self._full_scan_needed = False
         dirty.clear()
+        self._dispatched = []
         self._incremental = all_known
         self._steady = int_keys
         self._keys, self._objs, self._wanted = keys, objs, wanted
@@ -360,33 +364,35 @@ class Scanner:
 
     def _scan_changed(self) -> bool:
         """Scan only the changed entries; ``False`` if a full scan is needed instead."""
-        records = self.records
-        source = self.source
-        entries = self._entries
-        map = self.map
-        write_bits = self.write_bits
-        queues = self._queues
+        dispatched, self._dispatched = self._dispatched, []
         dirty, self._dirty = self._dirty, set()
+        for key in dispatched:
+            if not self._ask_again(key):
+                return False
         for key in dirty:
-            obj = _get(map, key)
-            old = entries.get(key)
-            if old is not None and obj is old[2]:
-                # The common case: a dispatcher that just ran, or was pushed to, asks again
-                # and most often wants what it wanted.
-                events = _wanted_by_stock(obj, queues.get(key), write_bits)
-                fd = old[1]
-                before = old[3]
-                rec = records.get(fd)
-                if rec is not None and rec.obj is obj:
-                    if events != before:
-                        entries[key] = (key, fd, obj, events)
-                    if events != rec.events or rec.kind != WATCHED:
-                        source.update(rec, events)
-                    continue
-            if not self._rescan_entry(key, obj):
+            if not self._ask_again(key):
                 return False
         # Every key of the map is known iff nothing was added or removed behind our back.
-        return len(self._position) == len(map)
+        return len(self._position) == len(self.map)
+
+    def _ask_again(self, key: Any) -> bool:
+        """What entry ``key`` wants now, applied; ``False``: a full scan is needed."""
+        obj = _get(self.map, key)
+        entries = self._entries
+        old = entries.get(key)
+        if old is not None and obj is old[2]:
+            # The common case: a dispatcher that just ran, or was pushed to, asks again
+            # and most often wants what it wanted.
+            events = _wanted_by_stock(obj, self._queues.get(key), self.write_bits)
+            fd = old[1]
+            rec = self.records.get(fd)
+            if rec is not None and rec.obj is obj:
+                if events != old[3]:
+                    entries[key] = (key, fd, obj, events)
+                if events != rec.events or rec.kind != WATCHED:
+                    self.source.update(rec, events)
+                return True
+        return self._rescan_entry(key, obj)
 
     def _rescan_entry(self, key: Any, obj: Any) -> bool:
         """An entry that is new, gone, or now wants nothing; ``False``: needs a full scan."""
@@ -435,7 +441,7 @@ class Scanner:
             keys = [key for fd in ready if (key := by_fd.get(fd)) is not None]
             if len(keys) > 1:
                 keys.sort(key=self._position.__getitem__)
-            self._dirty.update(keys)
+            self._dispatched = keys  # (every batch follows a scan, which emptied it)
             entries = self._entries
             return [entries[key] for key in keys]
         records, stamp = self.records, self._stamp
