@@ -364,35 +364,35 @@ class Scanner:
 
     def _scan_changed(self) -> bool:
         """Scan only the changed entries; ``False`` if a full scan is needed instead."""
-        dispatched, self._dispatched = self._dispatched, []
-        dirty, self._dirty = self._dirty, set()
-        for key in dispatched:
-            if not self._ask_again(key):
-                return False
-        for key in dirty:
-            if not self._ask_again(key):
+        records = self.records
+        source = self.source
+        entries = self._entries
+        map = self.map
+        write_bits = self.write_bits
+        queues = self._queues
+        keys, self._dispatched = self._dispatched, []
+        if self._dirty:
+            keys = keys + list(self._dirty)
+            self._dirty = set()
+        for key in keys:
+            obj = _get(map, key)
+            old = entries.get(key)
+            if old is not None and obj is old[2]:
+                # The common case: a dispatcher that just ran, or was pushed to, asks again
+                # and most often wants what it wanted.
+                events = _wanted_by_stock(obj, queues.get(key), write_bits)
+                fd = old[1]
+                rec = records.get(fd)
+                if rec is not None and rec.obj is obj:
+                    if events != old[3]:
+                        entries[key] = (key, fd, obj, events)
+                    if events != rec.events or rec.kind != WATCHED:
+                        source.update(rec, events)
+                    continue
+            if not self._rescan_entry(key, obj):
                 return False
         # Every key of the map is known iff nothing was added or removed behind our back.
-        return len(self._position) == len(self.map)
-
-    def _ask_again(self, key: Any) -> bool:
-        """What entry ``key`` wants now, applied; ``False``: a full scan is needed."""
-        obj = _get(self.map, key)
-        entries = self._entries
-        old = entries.get(key)
-        if old is not None and obj is old[2]:
-            # The common case: a dispatcher that just ran, or was pushed to, asks again
-            # and most often wants what it wanted.
-            events = _wanted_by_stock(obj, self._queues.get(key), self.write_bits)
-            fd = old[1]
-            rec = self.records.get(fd)
-            if rec is not None and rec.obj is obj:
-                if events != old[3]:
-                    entries[key] = (key, fd, obj, events)
-                if events != rec.events or rec.kind != WATCHED:
-                    self.source.update(rec, events)
-                return True
-        return self._rescan_entry(key, obj)
+        return len(self._position) == len(map)
 
     def _rescan_entry(self, key: Any, obj: Any) -> bool:
         """An entry that is new, gone, or now wants nothing; ``False``: needs a full scan."""

@@ -10,6 +10,7 @@ scripted ``send``.  End-to-end tests at the bottom run real loopback sockets thr
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import inspect
 import itertools
@@ -24,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asyncore_on_asyncio import asynchat, asyncore
+from asyncore_on_asyncio import _scan, asynchat, asyncore
 from tests.helpers import drain, load_frozen, run_until, socketpair, wait_readable
 
 # Hypothesis: no example database in the work tree, no deadline (two loop kinds, CI
@@ -977,6 +978,47 @@ def test_output_queued_by_a_handler_without_push_is_sent() -> None:
     finally:
         asyncore.close_all(socket_map)
         client.close()
+
+
+def test_timeout_0_cycles_see_every_change_a_handler_makes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between verifying scans (kept away here), each ``timeout=0`` cycle asks again both
+    the channel it dispatched (which queued a reply without ``push()``) and another
+    channel that handler pushed to, whose socket is full: both outputs arrive."""
+    monkeypatch.setattr(_scan, "_FULL_SCAN_INTERVAL", 1e9)
+    socket_map: dict[int, Any] = {}
+    client, server_sock = socketpair()
+    reader, other_sock = socketpair()
+    payload = bytes(range(256)) * 8192  # 2 MiB: more than the socket buffers hold
+
+    def reply_and_push(chat: LineChat, line: bytes) -> None:
+        chat.producer_fifo.append(line[::-1] + b"\r\n")
+        other.push(payload)
+
+    try:
+        server = LineChat(server_sock, socket_map, reply_and_push)
+        other = LineChat(other_sock, socket_map)
+        asyncore.loop(timeout=0, map=socket_map, count=1)  # the first scan sees every object
+        client.sendall(b"abc\r\n")
+        wait_readable(server_sock)
+        asyncore.loop(timeout=0, map=socket_map, count=1)  # reply_and_push() runs
+        assert other.producer_fifo  # the socket took part of it
+        asyncore.loop(timeout=0, map=socket_map, count=1)
+        assert not server.producer_fifo
+        wait_readable(client)
+        assert client.recv(100) == b"cba\r\n"
+        reader.setblocking(False)
+        received = bytearray()
+        for _ in range(20_000):
+            if len(received) == len(payload):
+                break
+            with contextlib.suppress(BlockingIOError):
+                received += reader.recv(1 << 20)
+            asyncore.loop(timeout=0, map=socket_map, count=1)
+        assert len(received) == len(payload) and received == payload
+    finally:
+        asyncore.close_all(socket_map)
+        client.close()
+        reader.close()
 
 
 @pytest.mark.loop_free
