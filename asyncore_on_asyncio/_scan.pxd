@@ -58,7 +58,7 @@ cdef class Scanner:
     @cython.locals(records=dict, source=SourceBase, stamp="long long", dirty=set, index=Py_ssize_t,
                    count=Py_ssize_t, all_known=bint, int_keys=bint, rec=Record, events=long)
     cpdef _apply_scan(self, list keys, list objs, list wanted, bint verify)
-    @cython.locals(records=dict, source=SourceBase, entries=dict, queues=dict, write_bits=long, keys=list, old=tuple,
+    @cython.locals(records=dict, source=SourceBase, entries=dict, queues=dict, write_bits=long, keys=list, dirty=set, old=tuple,
                    rec=Record, fd=long, events=long)
     cdef bint _scan_changed(self) except -1
     @cython.locals(records=dict, stamp="long long", rec=Record, regs=list, by_fd=dict, entries=dict, keys=list)

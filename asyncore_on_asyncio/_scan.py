@@ -372,8 +372,10 @@ class Scanner:
         queues = self._queues
         keys, self._dispatched = self._dispatched, []
         if self._dirty:
-            keys = keys + list(self._dirty)
-            self._dirty = set()
+            # Once each: a dispatched key is often changed too (closed by its handler, say).
+            dirty, self._dirty = self._dirty, set()
+            dirty.update(keys)
+            keys = list(dirty)
         for key in keys:
             obj = _get(map, key)
             old = entries.get(key)
