@@ -20,6 +20,7 @@ cdef class Driver:
     cdef public bint in_cycle
     cdef public bint waiting
     cdef public bint dispatching
+    cdef public double cycles_began
     cdef public Scanner scanner
     cdef public object _measured_by
     cdef public object _scan

@@ -142,6 +142,8 @@ class Driver:
         self.in_cycle = False
         self.waiting = False
         self.dispatching = False
+        self.cycles_began = 0.0
+        """``monotonic()`` when the latest call of :meth:`cycles` began."""
         self.scanner = Scanner(self, engine.source, map)
         self._failures = engine.failures
         """The engine's list of failures to raise in a cycle's frame (the same list)."""
@@ -224,7 +226,7 @@ class Driver:
         scanner = self.scanner
         scan = self._scan
         source = scanner.source
-        now = time()
+        now = self.cycles_began = time()
         burst_end = now + BURST_SECONDS
         while True:
             if self._failures:
@@ -437,10 +439,14 @@ def run(map: dict[Any, Any], timeout: float | None, use_poll: bool, count: int |
             if state == _WAIT:
                 _wait_in_loop(engine, driver)
                 break
+            if state == _DONE:
+                # The clock read when these cycles began: a run that is done took at most
+                # one burst, and a host loop stepping loop(0, count=1) is spared a call.
+                if driver.cycles_began - engine.loop_ran_at >= STEP_INTERVAL:
+                    engine.iterate()
+                break
             if monotonic() - engine.loop_ran_at >= STEP_INTERVAL:
                 engine.iterate()
-            if state == _DONE:
-                break
     except Forked:
         if not engine.forked:
             raise
